@@ -1,0 +1,150 @@
+"""Model registry: every model is data (a frozen :class:`ModelSpec`) read by one generic predictor.
+
+A model is an ONNX file plus a JSON spec beside it (same stem). Bundled models live in this
+folder; any exported model can be used by passing the path of its ``.onnx`` (or ``.json``).
+
+The ONNX contract, shared by the exporter and the runtime:
+  input  ``spec.input_name``  float32 ``[N, channels, H, W]``, RGB (or gray) scaled to [0, 1]
+         then normalised with ``(x - mean) / std``;
+  output ``spec.output_name`` float32 ``[N, 1, H, W]``, foreground probability in [0, 1].
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ModelError
+
+BUNDLED_DIR = Path(__file__).resolve().parent
+DEFAULT_MODEL = "cleancut-default"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    file: str  # ONNX file name, relative to the spec's folder (or absolute)
+    input_size: tuple[int, int]  # (height, width) the network runs at
+    architecture: str = "unknown"
+    channels: int = 3  # 3 = RGB, 1 = grayscale input
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    input_name: str = "image"
+    output_name: str = "alpha"
+    sha256: str | None = None
+    licence: str = "unknown"
+    description: str = ""
+    folder: str = ""  # folder the spec was read from (filled in by load_spec)
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def path(self) -> Path:
+        p = Path(self.file)
+        return p if p.is_absolute() else Path(self.folder) / p
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("folder")
+        extra = d.pop("extra")
+        d["input_size"] = list(self.input_size)
+        d["mean"] = list(self.mean)
+        d["std"] = list(self.std)
+        d.update(extra)
+        return d
+
+    def verify(self) -> None:
+        """Check that the ONNX file exists and matches the recorded sha256."""
+        if not self.path.is_file():
+            raise ModelError(
+                f"model '{self.name}': expected the ONNX file {self.path}, found nothing there. "
+                "Re-export the model or fix 'file' in its JSON spec."
+            )
+        if self.sha256:
+            digest = file_sha256(self.path)
+            if digest != self.sha256:
+                raise ModelError(
+                    f"model '{self.name}': {self.path} has sha256 {digest[:12]}..., the spec expects "
+                    f"{self.sha256[:12]}.... The file is corrupt or does not belong to this spec; "
+                    "re-install cleancut or re-export the model."
+                )
+
+
+_KNOWN = {f for f in ModelSpec.__dataclass_fields__ if f not in ("extra", "folder")}
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def spec_from_dict(data: dict[str, Any], folder: Path | str = "") -> ModelSpec:
+    missing = [k for k in ("name", "file", "input_size") if k not in data]
+    if missing:
+        raise ModelError(
+            f"model spec in {folder or '<dict>'}: expected keys name, file, input_size; missing {missing}. "
+            "Specs are written by 'cleancut export'."
+        )
+    known = {k: v for k, v in data.items() if k in _KNOWN}
+    extra = {k: v for k, v in data.items() if k not in _KNOWN}
+    for key in ("input_size", "mean", "std"):
+        if key in known:
+            known[key] = tuple(known[key])
+    if len(known["input_size"]) != 2:
+        raise ModelError(f"model spec '{data['name']}': input_size must be [height, width], got {data['input_size']}")
+    return ModelSpec(**known, folder=str(folder), extra=extra)
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Read a spec from a ``.json`` file, or from the ``.json`` beside an ``.onnx`` file."""
+    p = Path(path)
+    json_path = p if p.suffix == ".json" else p.with_suffix(".json")
+    if not json_path.is_file():
+        raise ModelError(
+            f"expected a JSON model spec at {json_path}, found nothing. A model is an .onnx file plus the "
+            ".json spec 'cleancut export' writes beside it."
+        )
+    try:
+        data = json.loads(json_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"model spec {json_path} is not valid JSON: {exc}") from None
+    spec = spec_from_dict(data, json_path.parent)
+    if p.suffix == ".onnx" and spec.path.resolve() != p.resolve():
+        spec = ModelSpec(**{**spec.__dict__, "file": str(p.resolve())})
+    return spec
+
+
+def _bundled() -> dict[str, ModelSpec]:
+    specs = {}
+    for json_path in sorted(BUNDLED_DIR.glob("*.json")):
+        spec = load_spec(json_path)
+        specs[spec.name] = spec
+    return specs
+
+
+def list_models() -> list[ModelSpec]:
+    """All registered (bundled) models, the default first."""
+    specs = list(_bundled().values())
+    return sorted(specs, key=lambda s: (s.name != DEFAULT_MODEL, s.name))
+
+
+def get_model(name_or_path: str | Path | None = None) -> ModelSpec:
+    """Resolve a registered name, or a path to an ``.onnx``/``.json``, to its spec."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    text = str(name_or_path)
+    if text.endswith((".onnx", ".json")) or Path(text).exists():
+        return load_spec(text)
+    registry = _bundled()
+    if text in registry:
+        return registry[text]
+    valid = ", ".join(sorted(registry)) or "(none bundled)"
+    raise ModelError(
+        f"unknown model '{text}'. Valid names: {valid}; or pass the path of an exported .onnx file "
+        "with its .json spec beside it."
+    )
