@@ -1,0 +1,57 @@
+"""``cleancut evaluate``: the field's metrics for a model (ONNX or checkpoint) on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a model with MAE, F-beta, S/E-measure, weighted F, IoU",
+                       description="Evaluate under the field's protocol (pysodmetrics, ground truth at 128, "
+                                   "prediction scored at ground-truth resolution).")
+    p.add_argument("model", help="registered model name, exported .onnx, checkpoint .pt or run folder")
+    p.add_argument("--data", "-d", nargs="+", required=True, help="dataset root(s) in the DUTS layout")
+    p.add_argument("--split", "-s", nargs="+", default=["val"],
+                   help="split(s) from the root's splits.csv (default: val); 'all' = every pair")
+    p.add_argument("--out", "-o", help="report folder for metrics.json and curves.png (default: <model>-eval)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    p.set_defaults(func=run)
+
+
+def load_model(name: str, threads: int | None = None):
+    """An object with ``spec`` and ``predict_batch``, for ONNX models and torch checkpoints alike."""
+    p = Path(name)
+    if p.suffix == ".pt" or (p.is_dir() and (p / "checkpoints").is_dir()):
+        from .._deps import require
+
+        require("torch", "evaluating a training checkpoint")
+        from ..train.predict import TorchModel
+
+        return TorchModel.from_checkpoint(p)
+    from ..evaluate import OnnxModel
+    from ..models import get_model
+
+    return OnnxModel(get_model(name), threads=threads)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import datasets
+    from ..errors import DatasetError
+    from ..evaluate import evaluate, write_report
+
+    model = load_model(args.model, args.threads)
+    selected = datasets.select(args.data, args.split)
+    results, curves = {}, {}
+    for split, pairs in selected.items():
+        if not pairs:
+            raise DatasetError(f"split '{split}' has no pairs in {args.data} (check splits.csv, or use --split all)")
+        m = evaluate(model, pairs, batch_size=args.batch_size, progress=True)
+        results[f"{split} ({len(pairs)})"] = m.results()
+        curves[split] = m.curve_data()
+    out = Path(args.out) if args.out else Path(f"{Path(args.model).stem}-eval")
+    meta = {"model": args.model, "data": args.data, "splits": args.split, "input_size": list(model.spec.input_size)}
+    print(write_report(results, curves, out, meta))
+    print(f"wrote {out / 'metrics.json'} and {out / 'curves.png'}")
+    return 0

@@ -1,0 +1,27 @@
+"""``cleancut export``: checkpoint -> ONNX + JSON spec, checked against torch."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (+ JSON spec) with a parity check",
+                       description="Write an ONNX model and its JSON spec, then compare ONNX Runtime with torch.")
+    p.add_argument("checkpoint", help="checkpoint .pt or run folder (uses checkpoints/best.pt)")
+    p.add_argument("--out", "-o", required=True, help="output .onnx path (the .json spec goes beside it)")
+    p.add_argument("--name", help="model name in the spec (default: the file stem)")
+    p.add_argument("--size", type=int, help="input size (default: the training size)")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed vs torch")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._deps import require
+
+    require("torch", "export")
+    from ..train.export import export_onnx
+
+    report = export_onnx(args.checkpoint, args.out, name=args.name, size=args.size, tolerance=args.tolerance)
+    print(f"wrote {args.out} (+ .json); ONNX Runtime vs torch max abs difference {report['max_abs_diff']:.2e}")
+    return 0

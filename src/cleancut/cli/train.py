@@ -1,0 +1,43 @@
+"""``cleancut train``: train a model from a YAML config (any key overridable as key=value)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a segmentation model (needs cleancut[train])",
+                       description="Train a model. Every config key can be overridden: optim.lr=1e-3 data.size=320. "
+                                   "Multi-process: torchrun --nproc_per_node N -m cleancut train ...")
+    p.add_argument("--config", "-c", help="YAML config (see configs/); default: the run's own config with --resume")
+    p.add_argument("--out", "-o", help="run folder (default: runs/<name>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--init", help="start from pre-trained weights (a checkpoint or run folder)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=5")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import ConfigError
+
+    config = args.config
+    if args.resume:
+        if not args.out:
+            raise ConfigError("--resume needs --out RUN_FOLDER (the run to continue)")
+        if not config:
+            config = str(Path(args.out) / "config.yaml")
+    from .._deps import require
+
+    require("torch", "training")
+    from ..train.config import load_config
+    from ..train.loop import Trainer
+
+    cfg = load_config(config, args.overrides)
+    out = args.out or str(Path("runs") / cfg.name)
+    summary = Trainer(cfg, out, resume=args.resume, init=args.init).fit()
+    if summary.get("best") is not None:
+        print(f"best {summary['monitor']} = {summary['best']:.4f} after {summary['epochs']} epochs; run folder {summary['run']}")
+    else:
+        print(f"trained {summary['epochs']} epochs; run folder {summary['run']}")
+    return 0

@@ -1,0 +1,102 @@
+"""Evaluate a model on a dataset under the field's protocol (see :mod:`cleancut.metrics`).
+
+A model is anything with ``input_size``, ``channels`` and ``predict_batch(x) -> probs`` where ``x``
+is a float32 ``[N, C, H, W]`` batch made by :func:`cleancut.preprocess.to_input` and ``probs`` is
+``[N, H, W]`` in [0, 1]. :class:`OnnxModel` wraps an exported ONNX model (torch-free);
+``cleancut.train.predict.TorchModel`` wraps a training checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable, Protocol
+
+import numpy as np
+from PIL import Image
+
+from .datasets import Pair
+from .metrics import SODMetrics, format_table
+from .models import ModelSpec
+from .preprocess import resize_alpha, to_input
+
+
+class BatchModel(Protocol):
+    spec: ModelSpec
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class OnnxModel:
+    """An exported model run by ONNX Runtime, batch in, probabilities out."""
+
+    def __init__(self, spec: ModelSpec, threads: int | None = None):
+        import onnxruntime as ort
+
+        spec.verify()
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.spec = spec
+        self.session = ort.InferenceSession(str(spec.path), opts, providers=["CPUExecutionProvider"])
+
+    def predict_batch(self, x: np.ndarray) -> np.ndarray:
+        out = self.session.run([self.spec.output_name], {self.spec.input_name: x.astype(np.float32)})[0]
+        return out[:, 0]
+
+
+def _batches(pairs: list[Pair], spec: ModelSpec, batch_size: int) -> Iterable[tuple[np.ndarray, list[np.ndarray]]]:
+    for start in range(0, len(pairs), batch_size):
+        xs, gts = [], []
+        for pair in pairs[start:start + batch_size]:
+            with Image.open(pair.image) as im:
+                xs.append(to_input(im.convert("RGB"), spec))
+            with Image.open(pair.mask) as m:
+                gts.append(np.asarray(m.convert("L")))
+        yield np.stack(xs), gts
+
+
+def evaluate(model: BatchModel, pairs: list[Pair], batch_size: int = 8, progress: bool = False) -> SODMetrics:
+    """Score ``model`` on ``pairs``: predictions are resized to each ground truth's resolution."""
+    metrics = SODMetrics()
+    batches = _batches(pairs, model.spec, batch_size)
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, total=(len(pairs) + batch_size - 1) // batch_size, desc="evaluate", unit="batch")
+    for x, gts in batches:
+        probs = model.predict_batch(x)
+        for prob, gt in zip(probs, gts):
+            metrics.add(resize_alpha(prob, (gt.shape[1], gt.shape[0])), gt)
+    return metrics
+
+
+def plot_curves(curves: dict[str, dict[str, list[float]]], path: Path) -> None:
+    """PR curve and F-measure-vs-threshold curve, one line per split/model."""
+    from ._deps import require
+
+    require("matplotlib", "curve plots")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, c in curves.items():
+        ax1.plot(c["recall"], c["precision"], label=label)
+        ax2.plot(np.linspace(0, 1, len(c["fmeasure"])), c["fmeasure"], label=label)
+    ax1.set(xlabel="recall", ylabel="precision", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.01))
+    ax2.set(xlabel="threshold", ylabel="F-measure (beta^2 = 0.3)", title="F-measure vs threshold", xlim=(0, 1), ylim=(0, 1.01))
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(results: dict[str, dict[str, float]], curves: dict[str, dict], out_dir: Path, meta: dict) -> str:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps({"meta": meta, "results": results, "curves": curves}, indent=1))
+    plot_curves(curves, out_dir / "curves.png")
+    return format_table(results)

@@ -1,0 +1,1 @@
+"""Training, export and torch-side prediction. Everything here needs ``cleancut[train]`` (torch)."""

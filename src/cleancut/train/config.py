@@ -1,0 +1,185 @@
+"""Training configuration: dataclasses with defaults, read from YAML, overridable by ``key=value``.
+
+``cleancut train --config unet.yaml optim.lr=1e-3 data.size=320`` -- any key can be overridden on
+the command line (values are parsed as YAML). The resolved config is saved with the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    roots: list[str] = field(default_factory=list)  # DUTS folders or folders of them
+    splits_csv: str | None = None  # default: <root>/splits.csv when present
+    train_split: str = "train"
+    val_splits: list[str] = field(default_factory=lambda: ["val"])
+    val_ratio: float = 0.1  # random split when a root has no splits.csv
+    size: int = 256  # network input (square), train and validation
+    grayscale: bool = False
+    cache: bool = True  # decode all training images once into RAM
+    max_train: int | None = None  # use at most this many training pairs (random subset, seeded)
+    fraction: float = 1.0  # fraction of the training pairs to use (scarce-label experiments)
+    max_val: int | None = None  # validate on at most this many pairs per split
+    augment: float = 1.0  # augmentation strength, 0 = none
+    composite_prob: float = 0.3  # chance of pasting the foreground onto another background
+    backgrounds: list[str] = field(default_factory=list)  # extra background photos (no masks)
+    num_workers: int = 2
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "unet"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LossConfig:
+    bce: float = 1.0
+    overlap: str = "iou"  # iou | dice
+    overlap_weight: float = 1.0
+    pos_weight: Any = "auto"  # float, "auto" (from the data), or null
+    balance: float = 0.5  # auto pos_weight = (neg/pos) ** balance
+    aux_weight: float = 0.4  # weight of each deep-supervision output
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # adam | adamw
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    scheduler: str = "cosine"  # cosine | onecycle | step | none
+    warmup_epochs: float = 0.5
+    min_lr_ratio: float = 0.02
+    grad_clip: float | None = 5.0
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    batch_size: int = 16  # global batch; split across DDP processes
+    steps_per_epoch: int | None = None  # cap the steps of an epoch (short runs)
+    time_budget_min: float | None = None  # stop cleanly after this many minutes
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto | bf16 | fp32
+    channels_last: bool = True
+    threads: int | None = None  # torch intra-op threads
+    monitor: str = "wF"  # validation metric that picks the best checkpoint
+    early_stopping: int | None = 8  # epochs without improvement before stopping
+    val_every: int = 1
+    log_every: int = 20  # steps between progress-bar updates of the log
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _build(cls, data: dict[str, Any], where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section '{where or 'top'}': expected a mapping, found {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join((where + '.' if where else '') + k for k in unknown)}; "
+            f"valid keys here: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        f = fields[name]
+        sub = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            kwargs[name] = _build(sub, value or {}, f"{where}.{name}".strip("."))
+        else:
+            kwargs[name] = _coerce(value, str(f.type), f"{where}.{name}".strip("."))
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, type_name: str, key: str) -> Any:
+    """YAML reads '1e-3' as a string; numbers are converted where the field is numeric."""
+    if isinstance(value, str) and ("float" in type_name or type_name.startswith("int")):
+        try:
+            return float(value) if "float" in type_name else int(value)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number ({type_name}), found {value!r}") from None
+    return value
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted}: '{key}' is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    out = []
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}': expected key=value, e.g. optim.lr=1e-3")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {key}: cannot parse value {raw!r}: {exc}") from None
+        out.append((key.strip(), value))
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    tree: dict[str, Any] = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found (expected a YAML file, see configs/)")
+        try:
+            tree = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    for key, value in parse_overrides(overrides or []):
+        _set(tree, key, value)
+    cfg = _build(Config, tree, "")
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    checks = [
+        (cfg.data.size >= 16 and cfg.data.size % 16 == 0, f"data.size must be a multiple of 16 (>= 16), got {cfg.data.size}"),
+        (0 < cfg.data.fraction <= 1, f"data.fraction must be in (0, 1], got {cfg.data.fraction}"),
+        (cfg.loss.overlap in ("iou", "dice"), f"loss.overlap must be iou or dice, got {cfg.loss.overlap!r}"),
+        (cfg.optim.name in ("adam", "adamw"), f"optim.name must be adam or adamw, got {cfg.optim.name!r}"),
+        (cfg.optim.scheduler in ("cosine", "onecycle", "step", "none"),
+         f"optim.scheduler must be cosine, onecycle, step or none, got {cfg.optim.scheduler!r}"),
+        (cfg.train.precision in ("auto", "bf16", "fp32"), f"train.precision must be auto, bf16 or fp32, got {cfg.train.precision!r}"),
+        (cfg.train.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {cfg.train.device!r}"),
+        (cfg.train.epochs >= 1 and cfg.train.batch_size >= 1, "train.epochs and train.batch_size must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)

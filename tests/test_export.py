@@ -1,0 +1,117 @@
+"""Every registered architecture: builds, trains a step, exports to ONNX with parity, evaluates."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from cleancut.cli import main as cli_main  # noqa: E402
+from cleancut.errors import ModelError  # noqa: E402
+from cleancut.evaluate import OnnxModel, evaluate  # noqa: E402
+from cleancut.models import get_model  # noqa: E402
+from cleancut.train import archs  # noqa: E402
+from cleancut.train.checkpoint import atomic_save  # noqa: E402
+from cleancut.train.config import load_config  # noqa: E402
+from cleancut.train.export import export_onnx  # noqa: E402
+from cleancut.train.predict import TorchModel, spec_for  # noqa: E402
+from cleancut.train.synthetic import make_shapes_dataset  # noqa: E402
+
+TINY_KWARGS = {
+    "cnn": {"width": 4, "blocks": 2, "fc": 8},
+    "unet": {"width": 4, "depth": 2},
+    "cutnet": {"width": 0.5, "decoder": 8},
+}
+
+
+SIZE = {"cutnet": 128}  # cutnet's pyramid pooling exports at multiples of 128
+
+
+def _checkpoint(tmp_path, arch: str, grayscale: bool = False):
+    size = SIZE.get(arch, 64)
+    cfg = load_config(None, [f"model.arch={arch}", f"data.size={size}", f"data.grayscale={str(grayscale).lower()}"])
+    cfg.model.kwargs = TINY_KWARGS.get(arch, {})
+    torch.manual_seed(0)
+    model = archs.build(arch, in_channels=1 if grayscale else 3, **cfg.model.kwargs)
+    # one optimiser step so BatchNorm statistics and weights are not at their initial values
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    out = model(torch.randn(2, 1 if grayscale else 3, size, size))
+    loss = sum(o.mean() for o in out) if isinstance(out, list) else out.mean()
+    loss.backward()
+    opt.step()
+    path = tmp_path / f"{arch}.pt"
+    atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "epoch": 1, "history": []}, path)
+    return path, model.eval(), cfg
+
+
+@pytest.mark.parametrize("arch", archs.available())
+def test_every_architecture_exports_with_parity(tmp_path, arch):
+    assert arch in TINY_KWARGS, f"add tiny kwargs for new architecture {arch!r} to this test"
+    ckpt, model, cfg = _checkpoint(tmp_path, arch)
+    report = export_onnx(ckpt, tmp_path / f"{arch}.onnx", name=f"tiny-{arch}")
+    assert report["max_abs_diff"] < 1e-4
+    spec = get_model(tmp_path / f"{arch}.onnx")
+    size = SIZE.get(arch, 64)
+    assert spec.name == f"tiny-{arch}" and spec.input_size == (size, size) and spec.architecture == arch
+    spec.verify()  # sha256 recorded and matching
+    x = np.random.default_rng(0).standard_normal((3, 3, size, size)).astype(np.float32)
+    onnx_probs = OnnxModel(spec).predict_batch(x)
+    torch_probs = TorchModel(model, spec_for(cfg)).predict_batch(x)
+    assert onnx_probs.shape == (3, size, size)
+    assert np.abs(onnx_probs - torch_probs).max() < 1e-4
+    assert 0 <= onnx_probs.min() and onnx_probs.max() <= 1
+
+
+def test_grayscale_model_exports_one_channel(tmp_path):
+    ckpt, _, _ = _checkpoint(tmp_path, "unet", grayscale=True)
+    export_onnx(ckpt, tmp_path / "g.onnx")
+    spec = get_model(tmp_path / "g.onnx")
+    assert spec.channels == 1 and len(spec.mean) == 1
+
+
+def test_parity_failure_refuses_to_write(tmp_path):
+    ckpt, _, _ = _checkpoint(tmp_path, "unet")
+    with pytest.raises(ModelError, match="differs from torch"):
+        export_onnx(ckpt, tmp_path / "x.onnx", tolerance=-1.0)
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.json").exists()
+
+
+def test_tampered_model_fails_sha_check(tmp_path):
+    ckpt, _, _ = _checkpoint(tmp_path, "unet")
+    export_onnx(ckpt, tmp_path / "m.onnx")
+    with open(tmp_path / "m.onnx", "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(ModelError, match="sha256"):
+        OnnxModel(get_model(tmp_path / "m.onnx"))
+
+
+def test_cli_export_and_evaluate_onnx_and_checkpoint(tmp_path, capsys):
+    root = make_shapes_dataset(tmp_path / "d", n=12, size=48)
+    ckpt, _, _ = _checkpoint(tmp_path, "cutnet")
+    assert cli_main(["export", str(ckpt), "-o", str(tmp_path / "c.onnx")]) == 0
+    assert "max abs difference" in capsys.readouterr().out
+    for model in (str(tmp_path / "c.onnx"), str(ckpt)):
+        out = tmp_path / ("eval-" + model[-4:])
+        assert cli_main(["evaluate", model, "--data", str(root), "--split", "val", "train", "-o", str(out)]) == 0
+        report = json.loads((out / "metrics.json").read_text())
+        assert set(report["results"]) == {"val (1)", "train (11)"}
+        assert {"MAE", "maxF", "wF", "Sm", "maxE", "IoU", "PixAcc"} <= set(report["results"]["val (1)"])
+        assert (out / "curves.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "| train (11) |" in printed
+
+
+def test_onnx_and_torch_score_the_same(tmp_path):
+    root = make_shapes_dataset(tmp_path / "d", n=6, size=48)
+    ckpt, model, cfg = _checkpoint(tmp_path, "unet")
+    export_onnx(ckpt, tmp_path / "u.onnx")
+    from cleancut import datasets
+
+    pairs = datasets.select([root], ["all"])["all"]
+    a = evaluate(OnnxModel(get_model(tmp_path / "u.onnx")), pairs).results()
+    b = evaluate(TorchModel(model, spec_for(cfg)), pairs).results()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], abs=2e-3), key

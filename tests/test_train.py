@@ -1,0 +1,181 @@
+"""Training pipeline on tiny synthetic data: learning, resume, DDP, config and dataset errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+torch = pytest.importorskip("torch")
+
+from cleancut.cli import main as cli_main  # noqa: E402
+from cleancut.errors import ConfigError, DatasetError  # noqa: E402
+from cleancut.train.checkpoint import load  # noqa: E402
+from cleancut.train.config import load_config  # noqa: E402
+from cleancut.train.loop import Trainer  # noqa: E402
+from cleancut.train.synthetic import make_shapes_dataset  # noqa: E402
+
+TINY = [
+    "data.size=48", "data.num_workers=0", "data.cache=true", "train.batch_size=8", "train.precision=fp32",
+    "train.threads=1", "train.early_stopping=null", "data.composite_prob=0.3",
+]
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> Path:
+    return make_shapes_dataset(tmp_path_factory.mktemp("data") / "shapes", n=40, size=48, seed=1)
+
+
+def tiny_cfg(root: Path, *extra: str):
+    return load_config(None, [f"data.roots=[{root}]", *TINY, *extra])
+
+
+def test_training_lowers_loss_and_raises_iou(shapes, tmp_path):
+    cfg = tiny_cfg(shapes, "model.arch=unet", "model.kwargs={width: 8, depth: 3}", "train.epochs=8",
+                   "optim.lr=0.005", "data.augment=0.3")
+    trainer = Trainer(cfg, tmp_path / "run")
+    before = trainer.validate()["val/IoU"]
+    trainer.fit()
+    hist = trainer.history
+    assert len(hist) == 8 and trainer.steps_per_epoch * 8 >= 32  # a few dozen steps
+    assert hist[-1]["train_loss"] < 0.9 * hist[0]["train_loss"]
+    assert hist[-1]["val/IoU"] > before + 0.2
+    assert hist[-1]["val/IoU"] > 0.5
+    for name in ("config.yaml", "log.csv", "history.json", "curves.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (tmp_path / "run" / name).is_file(), name
+
+
+def test_cnn_baseline_learns(shapes, tmp_path):
+    cfg = tiny_cfg(shapes, "model.arch=cnn", "model.kwargs={width: 8, blocks: 2, fc: 32}", "train.epochs=8",
+                   "optim.lr=0.005", "data.augment=0")
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.fit()
+    hist = trainer.history
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    assert hist[-1]["val/IoU"] > 0.3
+
+
+def _weights(run: Path) -> dict:
+    return load(run / "checkpoints" / "last.pt")["model"]
+
+
+def test_resume_reproduces_uninterrupted_run(shapes, tmp_path):
+    args = ["model.arch=unet", "model.kwargs={width: 4, depth: 2, dropout: 0.2}", "optim.lr=0.003"]
+    Trainer(tiny_cfg(shapes, *args, "train.epochs=4"), tmp_path / "full").fit()
+    Trainer(tiny_cfg(shapes, *args, "train.epochs=4", "train.time_budget_min=0.0001"), tmp_path / "cut").fit()
+    assert load(tmp_path / "cut" / "checkpoints" / "last.pt")["epoch"] == 1  # stopped after one epoch
+    resumed = Trainer(tiny_cfg(shapes, *args, "train.epochs=4"), tmp_path / "cut", resume=True)
+    assert resumed.epoch == 1
+    resumed.fit()
+    full, cut = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    for key in full:
+        assert torch.equal(full[key], cut[key]), key
+
+
+def test_existing_run_is_not_overwritten(shapes, tmp_path):
+    args = ["model.arch=unet", "model.kwargs={width: 4, depth: 2}", "train.epochs=1"]
+    Trainer(tiny_cfg(shapes, *args), tmp_path / "run").fit()
+    with pytest.raises(Exception, match="--resume"):
+        Trainer(tiny_cfg(shapes, *args), tmp_path / "run")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(shapes, tmp_path):
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    assert torchrun, "torchrun comes with torch"
+    cmd = [torchrun, "--nproc_per_node=2", "--master_port=29533", "-m", "cleancut", "train", "--out", str(tmp_path / "ddp"),
+           f"data.roots=[{shapes}]", *TINY, "model.arch=unet", "model.kwargs={width: 4, depth: 2}", "train.epochs=2"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es)" in proc.stderr
+    ckpt = load(tmp_path / "ddp" / "checkpoints" / "last.pt")
+    assert ckpt["epoch"] == 2 and len(ckpt["rng"]) == 2
+    # each process took half the global batch: 35 train pairs // 8 = 4 steps per epoch
+    assert ckpt["history"][-1]["img_per_s"] > 0
+
+
+def test_config_overrides_and_errors(tmp_path):
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("model:\n  arch: cnn\noptim:\n  lr: 0.1\n")
+    cfg = load_config(cfg_file, ["optim.lr=1e-3", "data.val_splits=[a, b]"])
+    assert cfg.model.arch == "cnn" and cfg.optim.lr == 1e-3 and cfg.data.val_splits == ["a", "b"]
+    with pytest.raises(ConfigError, match="unknown config key.*optim.lrr.*valid keys"):
+        load_config(None, ["optim.lrr=1"])
+    with pytest.raises(ConfigError, match="data.size must be a multiple of 16"):
+        load_config(None, ["data.size=50"])
+    with pytest.raises(ConfigError, match="expected key=value"):
+        load_config(None, ["optim.lr"])
+
+
+def test_unknown_architecture_lists_valid_ones(shapes, tmp_path, capsys):
+    code = cli_main(["train", "--out", str(tmp_path / "r"), f"data.roots=[{shapes}]", *TINY, "model.arch=nope"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "unknown architecture 'nope'" in err and "cnn" in err and "unet" in err and "Traceback" not in err
+
+
+def test_bad_dataset_lists_every_problem_before_training(tmp_path, capsys):
+    root = make_shapes_dataset(tmp_path / "bad", n=6, size=32)
+    (root / "gt" / "s000.png").unlink()  # image without mask
+    Image.new("L", (8, 8)).save(root / "gt" / "orphan.png")  # mask without image
+    (root / "im" / "s001.jpg").write_bytes(b"not a jpeg")  # unreadable
+    Image.new("L", (5, 5)).save(root / "gt" / "s002.png")  # size mismatch
+    code = cli_main(["train", "--out", str(tmp_path / "r"), f"data.roots=[{root}]", *TINY])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "problem(s) found before training" in err
+    for needle in ("s000.jpg: no mask", "orphan.png: no image", "s001.jpg: unreadable", "s002.png: mask is 5x5"):
+        assert needle in err, needle
+    assert "Traceback" not in err
+    assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_missing_root_is_a_clear_error(tmp_path):
+    with pytest.raises(DatasetError, match="found no folder"):
+        Trainer(tiny_cfg(tmp_path / "nowhere"), tmp_path / "r")
+
+
+def test_random_split_and_splits_csv(tmp_path):
+    from cleancut import datasets
+
+    root = make_shapes_dataset(tmp_path / "d", n=20, size=32)
+    parts = datasets.select([root], ["train", "val"], val_ratio=0.25)
+    assert len(parts["val"]) == 5 and len(parts["train"]) == 15
+    assert not {p.stem for p in parts["val"]} & {p.stem for p in parts["train"]}
+    (root / "splits.csv").write_text("set,stem,split\nd,s000,val\nd,s001,train\nd,s002,test\n")
+    parts = datasets.select([root], ["train", "val", "test"])
+    assert [p.stem for p in parts["val"]] == ["s000"] and [p.stem for p in parts["test"]] == ["s002"]
+
+
+def test_augmentation_and_compositing_are_seeded(shapes):
+    from cleancut.train.data import SegDataset
+
+    cfg = tiny_cfg(shapes, "data.composite_prob=1.0").data
+    ds = SegDataset(__import__("cleancut").datasets.select([shapes], ["train"])["train"], cfg, seed=3)
+    x1, y1 = ds[0]
+    x2, y2 = ds[0]
+    assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    ds.epoch = 1
+    x3, _ = ds[0]
+    assert not torch.equal(x1, x3)
+    assert x1.shape == (3, 48, 48) and y1.shape == (1, 48, 48)
+    assert 0 <= y1.min() and y1.max() <= 1
+    gray = SegDataset(ds.pairs, tiny_cfg(shapes, "data.grayscale=true").data, seed=3)
+    assert gray[0][0].shape == (1, 48, 48)
+
+
+def test_composite_keeps_foreground_and_replaces_background():
+    from cleancut.train.data import _background_strip
+
+    img = np.zeros((40, 60, 3), np.uint8)
+    img[:, :30] = 200
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:30, 35:55] = 255
+    strip = _background_strip(img, mask)
+    assert strip.shape == (40, 35, 3)  # left of the subject's box: the largest background strip
