@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+DEFAULT_ADV_WEIGHT = 0.01  # weight of the adversarial term with --adversarial (Hung et al. 2018 use 0.01)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", "-c", help="YAML config (see configs/); default: the run's own config with --resume")
     p.add_argument("--out", "-o", help="run folder (default: runs/<name>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--init", help="start from pre-trained weights (a checkpoint or run folder)")
+    p.add_argument("--init", help="start from pre-trained weights (a checkpoint or run folder, e.g. of cleancut pretrain)")
+    p.add_argument("--adversarial", action="store_true",
+                   help="adversarial training with a PatchGAN discriminator (adversarial.weight defaults to "
+                        f"{DEFAULT_ADV_WEIGHT} with this flag; set it with adversarial.weight=W)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=5")
     p.set_defaults(func=run)
 
@@ -34,8 +40,13 @@ def run(args: argparse.Namespace) -> int:
     from ..train.loop import Trainer
 
     cfg = load_config(config, args.overrides)
+    if args.adversarial and cfg.adversarial.weight <= 0:
+        cfg.adversarial.weight = DEFAULT_ADV_WEIGHT
     out = args.out or str(Path("runs") / cfg.name)
-    summary = Trainer(cfg, out, resume=args.resume, init=args.init).fit()
+    trainer = Trainer(cfg, out, resume=args.resume, init=args.init)
+    if getattr(trainer, "init_report", None):
+        print(trainer.init_report, file=sys.stderr)
+    summary = trainer.fit()
     if summary.get("best") is not None:
         print(f"best {summary['monitor']} = {summary['best']:.4f} after {summary['epochs']} epochs; run folder {summary['run']}")
     else:

@@ -81,6 +81,20 @@ class TrainConfig:
 
 
 @dataclass
+class AdversarialConfig:
+    """Adversarial training (``cleancut.train.adversarial``): off while ``weight`` is 0."""
+
+    weight: float = 0.0  # weight of the adversarial term in the segmenter's loss (0 = off)
+    warmup_epochs: float = 1.0  # the weight ramps linearly from 0 over this many epochs
+    lr: float = 2e-4  # the discriminator's Adam
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    width: int = 32  # channels of the discriminator's first layer (doubled per layer, at most 8x)
+    layers: int = 3  # stride-2 layers of the PatchGAN (3: 70x70-pixel patches as in pix2pix)
+    gan_loss: str = "bce"  # bce | hinge | lsgan
+    real_label: float = 0.9  # one-sided label smoothing of the discriminator's "real" target
+
+
+@dataclass
 class Config:
     name: str = "run"
     data: DataConfig = field(default_factory=DataConfig)
@@ -88,6 +102,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -179,6 +194,9 @@ def validate(cfg: Config) -> None:
         (cfg.train.precision in ("auto", "bf16", "fp32"), f"train.precision must be auto, bf16 or fp32, got {cfg.train.precision!r}"),
         (cfg.train.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {cfg.train.device!r}"),
         (cfg.train.epochs >= 1 and cfg.train.batch_size >= 1, "train.epochs and train.batch_size must be >= 1"),
+        (cfg.adversarial.weight >= 0, f"adversarial.weight must be >= 0, got {cfg.adversarial.weight}"),
+        (cfg.adversarial.gan_loss in ("bce", "hinge", "lsgan"),
+         f"adversarial.gan_loss must be bce, hinge or lsgan, got {cfg.adversarial.gan_loss!r}"),
     ]
     for ok, message in checks:
         if not ok:

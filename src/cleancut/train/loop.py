@@ -141,10 +141,42 @@ def select_data(cfg: Config):
     return train_pairs, val
 
 
-class Trainer:
-    """Owns one run. Hooks (``extra_loss``) let other methods (adversarial training...) plug in."""
+class Plugin:
+    """A method plugged into :class:`Trainer` (adversarial training, Optuna pruning...) without
+    forking the loop. Every hook is optional; ``state_dict`` goes into the checkpoints (under
+    ``plugins/<name>``) so that ``--resume`` restores it exactly."""
 
-    def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False, init: str | None = None):
+    name = "plugin"
+
+    def setup(self, trainer: "Trainer") -> None:
+        """Called once in ``Trainer.__init__``, after the model is built and before a resume."""
+
+    def loss(self, trainer: "Trainer", images, targets, outputs):
+        """A term added to the segmenter's loss of this step (or None)."""
+        return None
+
+    def after_step(self, trainer: "Trainer", images, targets, outputs) -> None:
+        """Called after the segmenter's optimiser step (e.g. to train a discriminator)."""
+
+    def epoch_metrics(self, trainer: "Trainer") -> dict[str, float]:
+        """Figures merged into the epoch's log row (this process's values)."""
+        return {}
+
+    def epoch_end(self, trainer: "Trainer", row: dict) -> None:
+        """Called after the epoch is validated, logged and checkpointed; may raise to stop the run."""
+
+    def state_dict(self) -> dict | None:
+        return None
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class Trainer:
+    """Owns one run. Hooks (``extra_loss``, ``plugins``) let other methods (adversarial training...) plug in."""
+
+    def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False, init: str | None = None,
+                 plugins: list[Plugin] | None = None):
         self.cfg = cfg
         self.out = Path(out_dir)
         self.ckpt_dir = self.out / "checkpoints"
@@ -185,6 +217,13 @@ class Trainer:
         self.bad_epochs = 0
         self.history: list[dict] = []
         self.extra_loss = None  # callable(images, targets, outputs) -> loss tensor, for plug-in methods
+        self.plugins: list[Plugin] = list(plugins or [])
+        if cfg.adversarial.weight > 0:
+            from .adversarial import AdversarialTraining
+
+            self.plugins.append(AdversarialTraining(cfg.adversarial))
+        for plugin in self.plugins:
+            plugin.setup(self)
         if resume:
             self._resume()
         elif self.dist.main:
@@ -229,6 +268,12 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.epoch, self.best, self.bad_epochs = ckpt["epoch"], ckpt["best"], ckpt["bad_epochs"]
         self.history = ckpt["history"]
+        saved_plugins = ckpt.get("plugins", {})
+        for plugin in self.plugins:
+            if plugin.name in saved_plugins:
+                plugin.load_state_dict(saved_plugins[plugin.name])
+            elif plugin.state_dict() is not None:
+                raise CheckpointError(f"--resume: {path} was trained without {plugin.name!r}; resume with the run's own config.yaml")
         set_rng_state(ckpt["rng"][min(self.dist.rank, len(ckpt["rng"]) - 1)])
 
     def _checkpoint(self, name: str) -> None:
@@ -243,6 +288,7 @@ class Trainer:
             "config": self.cfg.to_dict(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "best": self.best,
             "bad_epochs": self.bad_epochs, "history": self.history, "rng": states, "pos_weight": self.pos_weight,
+            "plugins": {p.name: p.state_dict() for p in self.plugins if p.state_dict() is not None},
         }, self.ckpt_dir / name)
 
     # -- the loop -------------------------------------------------------------------------------
@@ -279,12 +325,18 @@ class Trainer:
             loss = self.loss_fn(outputs, y)
             if self.extra_loss is not None:
                 loss = loss + self.extra_loss(x, y, outputs)
+            for plugin in self.plugins:
+                term = plugin.loss(self, x, y, outputs)
+                if term is not None:
+                    loss = loss + term
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.cfg.optim.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
+            for plugin in self.plugins:
+                plugin.after_step(self, x, y, outputs)
             with torch.no_grad():
                 logits = main_output(outputs).float()
                 if logits.shape[-2:] != y.shape[-2:]:
@@ -299,8 +351,11 @@ class Trainer:
                 bar.update(1)
         steps = step + 1 if seen else 1
         elapsed = time.perf_counter() - t0
-        return {"train_loss": self.dist.mean(total_loss / steps), "train_acc": self.dist.mean(total_acc / steps),
-                "img_per_s": seen * self.dist.world / elapsed, "epoch_s": elapsed}
+        out = {"train_loss": self.dist.mean(total_loss / steps), "train_acc": self.dist.mean(total_acc / steps),
+               "img_per_s": seen * self.dist.world / elapsed, "epoch_s": elapsed}
+        for plugin in self.plugins:
+            out.update(plugin.epoch_metrics(self))
+        return out
 
     def validate(self) -> dict[str, float]:
         if not self.val_pairs:
@@ -334,8 +389,9 @@ class Trainer:
         while self.epoch < cfg.train.epochs and not stop:
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", unit="step",
                        disable=not main, file=sys.stderr, mininterval=1 if sys.stderr.isatty() else 30)
-            row = {"epoch": self.epoch + 1, "lr": self.optimizer.param_groups[0]["lr"]}
+            row = {"epoch": self.epoch + 1}
             row.update(self.train_epoch(bar))
+            row["lr"] = self.optimizer.param_groups[0]["lr"]  # at the end of the epoch
             bar.close()
             self.epoch += 1
             improved = False
@@ -368,6 +424,8 @@ class Trainer:
                 self._checkpoint("best.pt")
             if main:
                 self._write_logs()
+            for plugin in self.plugins:
+                plugin.epoch_end(self, row)
         self.dist.barrier()
         if self.dist.broadcast_flag(main and not (self.ckpt_dir / "best.pt").exists()):
             self._checkpoint("best.pt")  # no validation split: the last weights are the best we have

@@ -1,0 +1,190 @@
+"""Mask post-processing: islands, holes, alpha matting, threshold, feather, foreground colours.
+
+Every function takes and returns a float32 alpha ``HxW`` in [0, 1]. scipy (islands, holes,
+matting) and pymatting (matting, foreground estimation) are optional extras, imported where used
+with an install hint.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from ._deps import require
+from .preprocess import resize_alpha
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .pipeline import RemoveOptions
+
+log = logging.getLogger(__name__)
+
+_FG = 0.5  # alpha at or above which a pixel counts as foreground for connected components
+_EIGHT = np.ones((3, 3), bool)  # 8-connectivity for the foreground (4 for the background)
+
+
+def refine(alpha: np.ndarray, rgb: Image.Image, options: "RemoveOptions") -> np.ndarray:
+    """Apply the post-processing ``options`` ask for, in a fixed order: remove islands, fill
+    holes, alpha matting, threshold, feather."""
+    alpha = np.asarray(alpha, np.float32)
+    if options.remove_islands > 0:
+        alpha = remove_islands(alpha, options.remove_islands)
+    if options.fill_holes > 0:
+        alpha = fill_holes(alpha, options.fill_holes)
+    if options.alpha_matting:
+        alpha = alpha_matting(rgb, alpha, options.matting_erode, options.matting_dilate,
+                              options.matting_max_side)
+    if options.threshold is not None:
+        alpha = threshold(alpha, options.threshold)
+    if options.feather > 0:
+        alpha = feather(alpha, options.feather)
+    return alpha
+
+
+def threshold(alpha: np.ndarray, level: float) -> np.ndarray:
+    """Binary mask: 1 where ``alpha >= level``, else 0."""
+    return (np.asarray(alpha) >= level).astype(np.float32)
+
+
+def remove_islands(alpha: np.ndarray, min_fraction: float) -> np.ndarray:
+    """Zero foreground blobs smaller than ``min_fraction`` of the image area (and their soft
+    rim). The largest blob is always kept, so a small subject is never erased."""
+    ndimage = require("scipy.ndimage", "Removing small islands (remove_islands)")
+    fg = alpha >= _FG
+    labels, count = ndimage.label(fg, structure=_EIGHT)
+    if count <= 1:
+        return alpha
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    small = sizes < min_fraction * alpha.size
+    small[0] = False
+    small[int(np.argmax(sizes))] = False
+    if not small.any():
+        return alpha
+    drop = small[labels]
+    rim = ndimage.binary_dilation(drop, iterations=2) & ~(fg & ~drop)
+    out = alpha.copy()
+    out[rim] = 0.0
+    return out
+
+
+def fill_holes(alpha: np.ndarray, max_fraction: float) -> np.ndarray:
+    """Make opaque the background regions enclosed by foreground (not touching the border) that
+    are at most ``max_fraction`` of the image area."""
+    ndimage = require("scipy.ndimage", "Filling holes (fill_holes)")
+    bg = alpha < _FG
+    labels, count = ndimage.label(bg)
+    if count == 0:
+        return alpha
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    sizes = np.bincount(labels.ravel())
+    hole = sizes <= max_fraction * alpha.size
+    hole[0] = False
+    hole[border] = False
+    if not hole.any():
+        return alpha
+    out = alpha.copy()
+    out[hole[labels]] = 1.0
+    return out
+
+
+def feather(alpha: np.ndarray, radius: float) -> np.ndarray:
+    """Gaussian-blur the mask (Pillow, 8-bit precision) to soften its edge."""
+    image = Image.fromarray(np.rint(np.clip(alpha, 0, 1) * 255).astype(np.uint8), "L")
+    blurred = image.filter(ImageFilter.GaussianBlur(radius))
+    return np.asarray(blurred, np.float32) / 255.0
+
+
+def _working_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    w, h = size
+    scale = min(1.0, max_side / max(w, h))
+    return max(1, round(w * scale)), max(1, round(h * scale))
+
+
+def trimap(alpha: np.ndarray, erode: int, dilate: int) -> np.ndarray:
+    """1 = sure foreground (mask eroded by ``erode`` px), 0 = sure background (outside the mask
+    dilated by ``dilate`` px), 0.5 = unknown band in between."""
+    if erode < 1 or dilate < 1:  # scipy treats iterations=0 as "until nothing changes"
+        raise ValueError(f"erode and dilate must be >= 1 pixel, got {erode} and {dilate}")
+    ndimage = require("scipy.ndimage", "Alpha matting (alpha_matting)")
+    sure_fg = ndimage.binary_erosion(alpha >= 0.95, iterations=erode)
+    sure_bg = ~ndimage.binary_dilation(alpha > 0.05, iterations=dilate)
+    tri = np.full(alpha.shape, 0.5, np.float64)
+    tri[sure_fg] = 1.0
+    tri[sure_bg] = 0.0
+    return tri
+
+
+def _pymatting(feature: str):
+    """pymatting, with its incomplete-Cholesky module's ``print`` of "PERFORMANCE WARNING"
+    routed to logging: printed to stdout it would corrupt ``cleancut remove - > out.png``."""
+    pymatting = require("pymatting", feature)
+    ichol_module = sys.modules.get("pymatting.preconditioner.ichol")
+    if ichol_module is not None and getattr(ichol_module, "print", None) is not _log_print:
+        ichol_module.print = _log_print  # module-global name lookup shadows the builtin there only
+    return pymatting
+
+
+def _log_print(*args, **kwargs) -> None:
+    log.debug("pymatting: %s", " ".join(str(a) for a in args))
+
+
+def _preconditioner(matrix):
+    """Incomplete Cholesky (fast) with its memory bounded by the matrix size; Jacobi (slower,
+    always works) if that fails."""
+    from pymatting import ichol, jacobi
+
+    try:
+        return ichol(matrix, max_nnz=int(4 * matrix.nnz + matrix.shape[0]))
+    except ValueError:
+        return jacobi(matrix)
+
+
+def alpha_matting(rgb: Image.Image, alpha: np.ndarray, erode: int, dilate: int,
+                  max_side: int = 1024) -> np.ndarray:
+    """Refine the mask edge with closed-form matting (pymatting) on a trimap built from it.
+
+    Runs at most at ``max_side`` (erode/dilate sizes are scaled with the image); the result is
+    scaled back to the mask's size. A mask without sure foreground or sure background is returned
+    unchanged (there is nothing to anchor the matting)."""
+    pymatting = _pymatting("Alpha matting (alpha_matting)")
+    h, w = alpha.shape
+    size = _working_size((w, h), max_side)
+    scale = size[0] / w
+    small_alpha = resize_alpha(alpha, size)
+    small_rgb = rgb.resize(size, Image.BILINEAR) if size != (w, h) else rgb
+    tri = trimap(small_alpha, max(1, round(erode * scale)), max(1, round(dilate * scale)))
+    if not (tri == 1.0).any() or not (tri == 0.0).any() or not (tri == 0.5).any():
+        return alpha
+    image = np.asarray(small_rgb, np.float64) / 255.0
+    matte = pymatting.estimate_alpha_cf(image, tri, preconditioner=_preconditioner)
+    matte = np.clip(matte, 0.0, 1.0).astype(np.float32)
+    return resize_alpha(matte, (w, h))
+
+
+def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, max_side: int = 1024) -> np.ndarray:
+    """Subject colours without the background mixed into the soft edge (pymatting's multilevel
+    foreground estimation). ``rgb`` uint8 HxWx3 -> uint8 HxWx3.
+
+    Above ``max_side`` the estimate is made on a scaled-down copy and used only in the soft band
+    (0 < alpha < 1); elsewhere the photo's own pixels are kept, so no detail is lost."""
+    pymatting = _pymatting("Foreground colour estimation (estimate_foreground)")
+    h, w = alpha.shape
+    band = (alpha > 0.004) & (alpha < 0.996)
+    if not band.any():
+        return rgb
+    size = _working_size((w, h), max_side)
+    if size == (w, h):
+        fg = pymatting.estimate_foreground_ml(rgb.astype(np.float64) / 255.0, alpha.astype(np.float64))
+        return np.clip(np.rint(fg * 255.0), 0, 255).astype(np.uint8)
+    small_rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR), np.float64) / 255.0
+    small_alpha = resize_alpha(alpha, size).astype(np.float64)
+    fg = pymatting.estimate_foreground_ml(small_rgb, small_alpha)
+    fg_img = Image.fromarray(np.clip(np.rint(fg * 255.0), 0, 255).astype(np.uint8))
+    up = np.asarray(fg_img.resize((w, h), Image.BILINEAR))
+    out = rgb.copy()
+    out[band] = up[band]
+    return out

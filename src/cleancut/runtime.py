@@ -1,0 +1,114 @@
+"""ONNX Runtime session for a registered model: images in, alpha masks out. numpy + Pillow only.
+
+The network runs at its own resolution (``spec.input_size``); only the predicted mask is scaled
+back to each image's size, so memory stays bounded whatever the photo size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+from PIL import Image
+
+from .errors import ConfigError, ModelError
+from .models import ModelSpec, get_model
+from .preprocess import resize_alpha, to_input
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+
+
+def choose_providers(requested: Sequence[str] | None = None) -> list[str]:
+    """The providers to use: ``requested`` (checked against what this ONNX Runtime offers), or
+    CUDA then CPU when CUDA is available, else CPU."""
+    available = ort.get_available_providers()
+    if requested:
+        missing = [p for p in requested if p not in available]
+        if missing:
+            raise ConfigError(
+                f"execution provider(s) {', '.join(missing)} are not available in this ONNX "
+                f"Runtime build; available: {', '.join(available)}. Install the matching "
+                "onnxruntime package (e.g. onnxruntime-gpu for CUDA) or choose from the list.")
+        return list(requested)
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+class Session:
+    """One ONNX Runtime inference session for one model. ``predict`` is thread-safe."""
+
+    def __init__(self, model: ModelSpec | str | Path | None = None,
+                 providers: Sequence[str] | None = None, threads: int | None = None,
+                 batch_size: int = 8):
+        self.spec = model if isinstance(model, ModelSpec) else get_model(model)
+        self.spec.verify()
+        self.providers = choose_providers(providers)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only; ORT warnings are noise for users
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        try:
+            self._session = ort.InferenceSession(str(self.spec.path), sess_options=options,
+                                                 providers=self.providers)
+        except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+            raise ModelError(
+                f"model '{self.spec.name}': ONNX Runtime cannot load {self.spec.path} "
+                f"({type(exc).__name__}: {exc}). Re-export the model.") from exc
+        self._check_signature()
+        self.batch_size = max(1, int(batch_size)) if self._batch_dim is None else self._batch_dim
+
+    def _check_signature(self) -> None:
+        spec = self.spec
+        inputs = {i.name: i for i in self._session.get_inputs()}
+        outputs = {o.name: o for o in self._session.get_outputs()}
+        if spec.input_name not in inputs or spec.output_name not in outputs:
+            raise ModelError(
+                f"model '{spec.name}': the spec expects input '{spec.input_name}' and output "
+                f"'{spec.output_name}'; the ONNX file has inputs {sorted(inputs)} and outputs "
+                f"{sorted(outputs)}. Fix input_name/output_name in the JSON spec or re-export.")
+        shape = inputs[spec.input_name].shape
+        if len(shape) != 4:
+            raise ModelError(f"model '{spec.name}': expected a 4-D input [N, C, H, W], the ONNX "
+                             f"input '{spec.input_name}' has shape {shape}.")
+        expected = (spec.channels, spec.input_size[0], spec.input_size[1])
+        for got, want, what in zip(shape[1:], expected, ("channels", "height", "width")):
+            if isinstance(got, int) and got != want:
+                raise ModelError(
+                    f"model '{spec.name}': the spec says {what} {want}, the ONNX input has {got} "
+                    f"(shape {shape}). The JSON spec does not belong to this ONNX file.")
+        self._batch_dim = shape[0] if isinstance(shape[0], int) else None
+
+    def predict(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
+        """Alpha masks (float32 HxW in [0, 1], each at its image's size) for RGB images."""
+        results: list[np.ndarray] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start:start + self.batch_size]
+            batch = np.stack([to_input(im, self.spec) for im in chunk]).astype(np.float32, copy=False)
+            if len(chunk) < self.batch_size and self._batch_dim is not None:
+                # a model exported with a fixed batch size: pad the last chunk
+                pad = np.zeros((self.batch_size - len(chunk),) + batch.shape[1:], np.float32)
+                batch = np.concatenate([batch, pad])
+            out = self._run(batch)
+            for image, alpha in zip(chunk, out):
+                results.append(resize_alpha(alpha, image.size))
+        return results
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        spec = self.spec
+        try:
+            (out,) = self._session.run([spec.output_name], {spec.input_name: batch})
+        except Exception as exc:  # ORT's own exception types
+            raise ModelError(
+                f"model '{spec.name}': inference failed ({type(exc).__name__}: {exc}). The ONNX "
+                f"file does not follow the contract (input float32 [N, {spec.channels}, H, W]).") from exc
+        out = np.asarray(out, np.float32)
+        if out.ndim == 4 and out.shape[1] == 1:
+            out = out[:, 0]
+        if out.ndim != 3 or out.shape[0] != batch.shape[0]:
+            raise ModelError(
+                f"model '{spec.name}': expected output '{spec.output_name}' of shape [N, 1, H, W] "
+                f"with N={batch.shape[0]}, got {list(out.shape)}. Re-export the model.")
+        return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)

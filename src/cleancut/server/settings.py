@@ -1,0 +1,73 @@
+"""Configuration of ``cleancut serve``: what the operator decides, never a request.
+
+The model, ONNX Runtime providers/threads and the pixel cap are the operator-scope options of
+:class:`~cleancut.pipeline.RemoveOptions` (defined there, once); this module only adds what is
+specific to serving: the worker pool, the request queue and the upload size limit.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from ..pipeline import RemoveOptions
+
+MIB = 1024 * 1024
+DEFAULT_WORKERS = 2
+DEFAULT_MAX_QUEUE = 16
+DEFAULT_MAX_UPLOAD_MB = 25.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything :func:`cleancut.server.create_app` needs.
+
+    ``options`` holds the operator-scope options (``model``, ``providers``, ``threads``,
+    ``max_pixels``); request-scope values in it are ignored, requests start from the library
+    defaults. ``workers`` threads run the inference; at most ``workers + max_queue`` requests
+    are admitted at once (being uploaded, waiting, or running) and the next one is answered
+    503. ``max_upload_bytes`` caps the whole request body (the photo plus an optional
+    background picture).
+    """
+
+    options: RemoveOptions = field(default_factory=RemoveOptions)
+    workers: int = DEFAULT_WORKERS
+    max_queue: int = DEFAULT_MAX_QUEUE
+    max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * MIB)
+    ui: bool = True  # serve the web page at /
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.options, RemoveOptions):
+            raise ConfigError(f"ServerSettings.options expects RemoveOptions, got {type(self.options).__name__}.")
+        for name, minimum in (("workers", 1), ("max_queue", 0), ("max_upload_bytes", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                flag = "--max-upload-mb" if name == "max_upload_bytes" else "--" + name.replace("_", "-")
+                raise ConfigError(f"{name} ({flag}) expects an integer >= {minimum}, got {value!r}.")
+
+    @classmethod
+    def from_values(cls, *, model: str | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+                    options: RemoveOptions | None = None, **kwargs) -> "ServerSettings":
+        """Convenience constructor: ``max_upload_mb`` in MiB, ``model`` as a shortcut."""
+        if not isinstance(max_upload_mb, (int, float)) or isinstance(max_upload_mb, bool) or max_upload_mb <= 0:
+            raise ConfigError(f"max_upload_mb (--max-upload-mb) expects a number > 0, got {max_upload_mb!r}.")
+        opts = options or RemoveOptions()
+        if model is not None:
+            opts = opts.replace(model=model)
+        return cls(options=opts, max_upload_bytes=max(1, int(max_upload_mb * MIB)), **kwargs)
+
+    @property
+    def capacity(self) -> int:
+        """Requests admitted at once (running plus queued)."""
+        return self.workers + self.max_queue
+
+    @property
+    def threads(self) -> int | None:
+        """ONNX Runtime intra-op threads: as configured, else the cores split between the workers
+        (so concurrent inferences do not oversubscribe the CPU), else ONNX Runtime's choice."""
+        if self.options.threads is not None:
+            return self.options.threads
+        if self.workers > 1:
+            return max(1, (os.cpu_count() or 1) // self.workers)
+        return None

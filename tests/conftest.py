@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny ONNX model (see tests/tiny_model.py) and synthetic images.
+
+* ``tiny_model``    path of the tiny .onnx (its .json spec beside it), built once per session;
+* ``tiny_registry`` registers the tiny model as ``cleancut-default`` (plus ``tiny-gray``) by
+                    pointing the bundled-model folder at a temporary one, so code that uses the
+                    default model works without the real one;
+* ``remover``       a session-wide ``cleancut.Remover`` on the tiny model;
+* ``square``        a factory for white-rectangle-on-black test images.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tiny_model import square_image, write_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-model"), name="tiny", input_size=(32, 32))
+
+
+@pytest.fixture(scope="session")
+def _registry_folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("registry")
+    write_tiny_model(folder, name="cleancut-default", input_size=(32, 32))
+    write_tiny_model(folder, name="tiny-gray", input_size=(24, 24), channels=1)
+    return folder
+
+
+@pytest.fixture
+def tiny_registry(_registry_folder, monkeypatch) -> Path:
+    from cleancut import models
+
+    monkeypatch.setattr(models, "BUNDLED_DIR", _registry_folder)
+    return _registry_folder
+
+
+@pytest.fixture(scope="session")
+def remover(tiny_model):
+    from cleancut import Remover
+
+    return Remover(model=tiny_model)
+
+
+@pytest.fixture
+def square():
+    return square_image

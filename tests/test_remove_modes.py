@@ -1,0 +1,215 @@
+"""Output modes and mask post-processing, end to end through the tiny model.
+
+The tiny model calls bright pixels foreground, so a white rectangle on black must come out
+opaque on the rectangle and transparent elsewhere."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cleancut import refine
+from cleancut.pipeline import RemoveOptions, process
+
+SIZE = (64, 48)  # square_image puts the rectangle at x 16..48, y 12..36
+
+
+def arr(img):
+    return np.asarray(img)
+
+
+def test_cutout(remover, square):
+    out = remover.remove(square(SIZE))
+    a = arr(out)
+    assert out.mode == "RGBA" and out.size == SIZE
+    assert a[24, 32].tolist() == [255, 255, 255, 255]
+    assert a[2, 2, 3] == 0 and a[45, 60, 3] == 0
+
+
+def test_mask(remover, square):
+    out = remover.remove(square(SIZE), mode="mask")
+    assert out.mode == "L" and out.size == SIZE
+    assert arr(out)[24, 32] == 255 and arr(out)[2, 2] == 0
+
+
+def test_color(remover, square):
+    out = remover.remove(square(SIZE), bg_color="#00ff00")
+    assert out.mode == "RGB"
+    assert arr(out)[2, 2].tolist() == [0, 255, 0] and arr(out)[24, 32].tolist() == [255, 255, 255]
+    assert arr(remover.remove(square(SIZE), mode="color"))[2, 2].tolist() == [255, 255, 255]  # white default
+
+
+def test_translucent_color_gives_rgba(remover, square):
+    out = remover.remove(square(SIZE), bg_color="0,0,255,128")
+    assert out.mode == "RGBA"
+    assert arr(out)[2, 2].tolist() == [0, 0, 255, 128] and arr(out)[24, 32].tolist() == [255, 255, 255, 255]
+
+
+def test_background_image_covers_the_photo(remover, square, tmp_path):
+    bg = Image.new("RGB", (10, 30), (0, 0, 200))  # other size and aspect ratio
+    bg.paste((200, 0, 0), (0, 0, 10, 15))  # top half red
+    path = tmp_path / "bg.png"
+    bg.save(path)
+    out = remover.remove(square(SIZE), bg_image=path)
+    assert out.mode == "RGB" and out.size == SIZE
+    assert arr(out)[24, 32].tolist() == [255, 255, 255]
+    # cover + centre crop of a tall picture onto a wide photo keeps its middle: red above, blue below
+    assert arr(out)[1, 2].tolist() == [200, 0, 0] and arr(out)[46, 2].tolist() == [0, 0, 200]
+
+
+def test_background_image_missing_is_an_image_error(remover, square, tmp_path):
+    from cleancut.errors import ImageError
+
+    with pytest.raises(ImageError, match="background image .*nope.png"):
+        remover.remove(square(SIZE), bg_image=tmp_path / "nope.png")
+
+
+def test_blur_smooths_only_the_background(remover):
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 90, (48, 64, 3), dtype=np.uint8)  # dark noisy background
+    photo[12:36, 16:48] = 255
+    out = arr(remover.remove(Image.fromarray(photo), mode="blur", blur_radius=4))
+    assert out[24, 32].tolist() == [255, 255, 255]
+    corner = (slice(0, 8), slice(0, 10))
+    assert out[corner].std() < photo[corner].std() / 3
+    # the white subject does not bleed into the blurred background next to it
+    assert out[12:36, 8].mean() < 100
+
+
+def test_crop_with_margin(remover, square):
+    tight = remover.remove(square(SIZE), crop=True, threshold=0.5)
+    assert tight.size == (32, 24)
+    assert remover.remove(square(SIZE), crop=True, threshold=0.5, crop_margin=3).size == (38, 30)
+    assert remover.remove(square(SIZE), crop=True, threshold=0.5, crop_margin=100).size == SIZE
+
+
+def test_crop_of_an_empty_mask_keeps_the_image(remover):
+    with pytest.warns(UserWarning, match="no subject"):
+        out = remover.remove(Image.new("RGB", (10, 8)), crop=True)
+    assert out.size == (10, 8)
+
+
+def test_threshold_binarises(remover, square):
+    soft = arr(remover.remove(square(SIZE), mode="mask"))
+    assert len(np.unique(soft)) > 2  # upscaled model mask has soft edges
+    hard = arr(remover.remove(square(SIZE), mode="mask", threshold=0.5))
+    assert set(np.unique(hard)) == {0, 255}
+
+
+def test_remove_islands_keeps_the_largest(remover):
+    img = np.zeros((64, 64), np.uint8)
+    img[10:40, 10:40] = 255  # subject: 900 px
+    img[50:54, 50:54] = 255  # speck: 16 px = 0.4 % of the image
+    raw = arr(remover.remove(Image.fromarray(img), mode="mask"))
+    assert raw[52, 52] > 200
+    cleaned = arr(remover.remove(Image.fromarray(img), mode="mask", remove_islands=0.01))
+    assert cleaned[49:56, 49:56].max() == 0 and cleaned[25, 25] == 255
+    # the largest blob survives even when it is below the limit itself
+    kept = arr(remover.remove(Image.fromarray(img), mode="mask", remove_islands=0.9))
+    assert kept[25, 25] == 255 and kept[52, 52] == 0
+
+
+def test_fill_holes_respects_the_size_limit():
+    alpha = np.zeros((40, 40), np.float32)
+    alpha[5:35, 5:35] = 1.0
+    alpha[10:14, 10:14] = 0.0  # 16 px hole
+    alpha[18:30, 18:30] = 0.0  # 144 px hole
+    small_only = refine.fill_holes(alpha, 20 / alpha.size)
+    assert small_only[12, 12] == 1.0 and small_only[24, 24] == 0.0 and small_only[0, 0] == 0.0
+    everything = refine.fill_holes(alpha, 1.0)
+    assert everything[24, 24] == 1.0 and everything[0, 0] == 0.0  # border background is never a hole
+
+
+def test_fill_holes_through_the_pipeline(remover):
+    ring = np.zeros((64, 64), np.uint8)
+    ring[8:56, 8:56] = 255
+    ring[28:36, 28:36] = 0
+    out = arr(remover.remove(Image.fromarray(ring), mode="mask", fill_holes=1))
+    assert out[32, 32] == 255
+    assert arr(remover.remove(Image.fromarray(ring), mode="mask"))[32, 32] < 30
+
+
+def test_feather_softens_the_edge():
+    alpha = np.zeros((40, 40), np.float32)
+    alpha[10:30, 10:30] = 1.0
+    soft = refine.feather(alpha, 3)
+    assert 0.2 < soft[20, 10] < 0.8 and soft[20, 20] > 0.95 and soft[0, 0] < 0.02
+    opts = RemoveOptions(mode="mask", threshold=0.5, feather=3)
+    out = arr(process(Image.new("RGB", (40, 40)), alpha, opts))
+    assert 50 < out[20, 10] < 200
+
+
+def test_input_transparency_is_kept(remover, square):
+    img = square(SIZE).convert("RGBA")
+    img.putpixel((32, 24), (255, 255, 255, 0))  # a transparent pixel inside the subject
+    out = remover.remove(img)
+    assert out.getpixel((32, 24))[3] == 0 and out.getpixel((33, 24))[3] == 255
+
+
+def test_alpha_matting_refines_the_edge(remover):
+    # a soft-edged disc: matting should stay close to the true alpha in the unknown band
+    yy, xx = np.mgrid[0:80, 0:80]
+    dist = np.hypot(yy - 40, xx - 40)
+    true_alpha = np.clip(25 - dist, 0, 1)
+    photo = (true_alpha[:, :, None] * np.array([250, 250, 250]) + (1 - true_alpha[:, :, None]) * 10).astype(np.uint8)
+    out = remover.remove(Image.fromarray(photo), mode="mask", alpha_matting=True, matting_erode=4,
+                         matting_dilate=4)
+    alpha = arr(out) / 255.0
+    assert alpha.shape == (80, 80) and alpha[40, 40] > 0.99 and alpha[2, 2] < 0.01
+    raw = arr(remover.remove(Image.fromarray(photo), mode="mask")) / 255.0
+    error, raw_error = np.abs(alpha - true_alpha).mean(), np.abs(raw - true_alpha).mean()
+    assert error < 0.005 and error < raw_error / 3
+
+
+def test_alpha_matting_at_bounded_resolution_keeps_the_size(remover, square):
+    out = remover.remove(square((200, 150)), mode="mask", alpha_matting=True, matting_max_side=64)
+    assert out.size == (200, 150) and arr(out)[75, 100] > 240 and arr(out)[2, 2] < 15
+
+
+def test_estimate_foreground_removes_the_background_fringe():
+    # white subject on a red background, with a soft edge where the photo mixes white and red
+    alpha = np.zeros((40, 40), np.float32)
+    alpha[10:30, 10:30] = 1.0
+    alpha[10:30, 8:10] = 0.5
+    photo = np.zeros((40, 40, 3), np.float32)
+    photo[:] = (255, 0, 0)
+    a = alpha[:, :, None]
+    photo = (a * 255 + (1 - a) * photo).astype(np.uint8)
+    plain = arr(process(Image.fromarray(photo), alpha, RemoveOptions()))
+    fixed = arr(process(Image.fromarray(photo), alpha, RemoveOptions(estimate_foreground=True)))
+    # in the soft band the plain cut-out is pinkish (green low); the estimate is close to white
+    assert plain[20, 9, 1] < 140
+    assert fixed[20, 9, 1] > 200 and fixed[20, 9, 3] == plain[20, 9, 3]
+    bounded = refine.estimate_foreground(photo, alpha, max_side=20)
+    assert bounded[20, 9, 1] > 180 and np.array_equal(bounded[0, 0], photo[0, 0])
+
+
+def test_bytes_result_uses_the_format(remover, square):
+    buf = io.BytesIO()
+    square(SIZE).save(buf, "PNG")
+    for fmt, pil in (("png", "PNG"), ("webp", "WEBP"), ("jpeg", "JPEG"), ("jpg", "JPEG")):
+        out = remover.remove(buf.getvalue(), format=fmt)
+        decoded = Image.open(io.BytesIO(out))
+        assert decoded.format == pil and decoded.size == SIZE
+    jpeg = Image.open(io.BytesIO(remover.remove(buf.getvalue(), format="jpeg")))
+    assert jpeg.mode == "RGB" and min(jpeg.getpixel((2, 2))) > 240  # transparent -> white
+
+
+def test_process_rejects_a_mask_of_the_wrong_size():
+    with pytest.raises(ValueError, match="expected the image's"):
+        process(Image.new("RGB", (4, 4)), np.zeros((3, 4), np.float32))
+
+
+def test_pymatting_console_warnings_never_reach_stdout(capsys):
+    # ichol prints "PERFORMANCE WARNING" for matrices that are not positive definite; on stdout
+    # that would corrupt `cleancut remove - > out.png`
+    from scipy.sparse import csc_matrix
+
+    refine._pymatting("test")
+    from pymatting import ichol
+
+    ichol(csc_matrix(np.array([[1.0, 2.0], [2.0, 1.0]])))
+    assert capsys.readouterr().out == ""

@@ -1,0 +1,114 @@
+"""A tiny, deterministic ONNX model built with ``onnx.helper`` (no torch), for tests and benchmarks.
+
+The graph follows the cleancut ONNX contract and computes, per pixel,
+
+    alpha = sigmoid(gain * (mean over channels of the un-normalised input - 0.5))
+
+i.e. it undoes the spec's mean/std normalisation (so a runtime that forgets to normalise gets a
+wrong mask) and calls bright pixels foreground: a white square on a black background gives
+alpha ~ 1 on the square and ~ 0 elsewhere. The batch dimension is dynamic unless ``batch`` is set.
+
+Command line (writes ``<folder>/<name>.onnx`` and ``.json``, prints the .onnx path)::
+
+    python tests/tiny_model.py /tmp/tiny-model [--name tiny] [--size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from cleancut.models import ModelSpec, file_sha256
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+GAIN = 40.0
+
+
+def build_model_proto(input_size=(32, 32), channels: int = 3, gain: float = GAIN, batch: int | None = None,
+                      input_name: str = "image", output_name: str = "alpha"):
+    """The ``onnx.ModelProto`` of the tiny model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    h, w = input_size
+    mean = MEAN[:channels] if channels == 3 else (float(np.mean(MEAN)),)
+    std = STD[:channels] if channels == 3 else (float(np.mean(STD)),)
+    n = batch if batch is not None else "N"
+
+    def const(name, values, shape):
+        return helper.make_tensor(name, TensorProto.FLOAT, shape, np.asarray(values, np.float32).ravel().tolist())
+
+    nodes = [
+        helper.make_node("Mul", [input_name, "std"], ["scaled"]),
+        helper.make_node("Add", ["scaled", "mean"], ["pixels"]),  # back to [0, 1]
+        helper.make_node("ReduceMean", ["pixels"], ["brightness"], axes=[1], keepdims=1),
+        helper.make_node("Sub", ["brightness", "half"], ["centred"]),
+        helper.make_node("Mul", ["centred", "gain"], ["logits"]),
+        helper.make_node("Sigmoid", ["logits"], [output_name]),
+    ]
+    graph = helper.make_graph(
+        nodes, "cleancut_tiny",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [n, channels, h, w])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, [n, 1, h, w])],
+        initializer=[const("std", std, [1, channels, 1, 1]), const("mean", mean, [1, channels, 1, 1]),
+                     const("half", [0.5], []), const("gain", [gain], [])],
+    )
+    model = helper.make_model(graph, producer_name="cleancut-tests",
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_tiny_model(folder: str | Path, name: str = "tiny", input_size=(32, 32), channels: int = 3,
+                     gain: float = GAIN, batch: int | None = None, with_sha: bool = True) -> Path:
+    """Write ``<folder>/<name>.onnx`` plus its JSON spec (via ModelSpec.to_json); returns the .onnx path."""
+    import onnx
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    onnx_path = folder / f"{name}.onnx"
+    onnx.save(build_model_proto(input_size, channels, gain, batch), str(onnx_path))
+    mean = MEAN if channels == 3 else (float(np.mean(MEAN)),)
+    std = STD if channels == 3 else (float(np.mean(STD)),)
+    spec = ModelSpec(name=name, file=onnx_path.name, input_size=tuple(input_size), architecture="tiny-test",
+                     channels=channels, mean=mean, std=std,
+                     sha256=file_sha256(onnx_path) if with_sha else None, licence="Apache-2.0",
+                     description="brightness threshold; for tests only")
+    (folder / f"{name}.json").write_text(json.dumps(spec.to_json(), indent=2))
+    return onnx_path
+
+
+def expected_alpha(rgb: np.ndarray, gain: float = GAIN) -> np.ndarray:
+    """What the tiny model computes for an image already at its input size (float32 HxW)."""
+    brightness = np.asarray(rgb, np.float32).reshape(rgb.shape[0], rgb.shape[1], -1).mean(axis=2) / 255.0
+    return (1.0 / (1.0 + np.exp(-gain * (brightness - 0.5)))).astype(np.float32)
+
+
+def square_image(size=(64, 48), box=None, fg=255, bg=0, mode: str = "RGB") -> Image.Image:
+    """A ``fg`` rectangle (default: the centre half) on a ``bg`` background, ``size=(w, h)``."""
+    w, h = size
+    box = box or (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+    arr = np.full((h, w), bg, np.uint8)
+    arr[box[1]:box[3], box[0]:box[2]] = fg
+    img = Image.fromarray(arr, "L")
+    return img if mode == "L" else img.convert(mode)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write the tiny test model (.onnx + .json).")
+    parser.add_argument("folder")
+    parser.add_argument("--name", default="tiny")
+    parser.add_argument("--size", type=int, default=32, help="input height and width")
+    args = parser.parse_args(argv)
+    print(write_tiny_model(args.folder, args.name, (args.size, args.size)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
