@@ -28,21 +28,16 @@ class BatchModel(Protocol):
 
 
 class OnnxModel:
-    """An exported model run by ONNX Runtime, batch in, probabilities out."""
+    """An exported model run by the product's ONNX Runtime session, batch in, probabilities out."""
 
-    def __init__(self, spec: ModelSpec, threads: int | None = None):
-        import onnxruntime as ort
+    def __init__(self, spec: ModelSpec, threads: int | None = None, providers=None):
+        from .runtime import Session
 
-        spec.verify()
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
+        self.session = Session(spec, providers=providers, threads=threads)
         self.spec = spec
-        self.session = ort.InferenceSession(str(spec.path), opts, providers=["CPUExecutionProvider"])
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        out = self.session.run([self.spec.output_name], {self.spec.input_name: x.astype(np.float32)})[0]
-        return out[:, 0]
+        return self.session.run_batch(x.astype(np.float32, copy=False))
 
 
 def _batches(pairs: list[Pair], spec: ModelSpec, batch_size: int) -> Iterable[tuple[np.ndarray, list[np.ndarray]]]:

@@ -91,12 +91,13 @@ class Session:
                 # a model exported with a fixed batch size: pad the last chunk
                 pad = np.zeros((self.batch_size - len(chunk),) + batch.shape[1:], np.float32)
                 batch = np.concatenate([batch, pad])
-            out = self._run(batch)
+            out = self.run_batch(batch)
             for image, alpha in zip(chunk, out):
                 results.append(resize_alpha(alpha, image.size))
         return results
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def run_batch(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities ``[N, H, W]`` for a preprocessed batch ``[N, C, H, W]`` (see preprocess)."""
         spec = self.spec
         try:
             (out,) = self._session.run([spec.output_name], {spec.input_name: batch})
