@@ -55,7 +55,7 @@ def api_text(text: str) -> str:
     """A message or help text written for the command line, reworded for the HTTP API: upload
     flags (``--bg-image PATH``) become the multipart file field, other flags (``--bg-color``)
     the parameter name (``bg_color``)."""
-    names = {i.name for i in option_info()}
+    names = {i.name for i in request_options()}  # operator flags stay flags: they are CLI settings
     for info in upload_options():
         text = text.replace(f"{info.flag} {info.metavar or 'PATH'}", f"the multipart file field '{info.name}'")
     text = re.sub(r" \(--[a-z][a-z-]*\)", "", text)  # "'quality' (--quality)" -> "'quality'"
@@ -155,7 +155,7 @@ def check_names(names: Any, where: str) -> None:
         if name in operator:
             raise ConfigError(
                 f"{where} '{name}' is a server setting chosen by whoever runs the service "
-                f"(cleancut serve --{name.replace('_', '-')}); a request cannot set it.")
+                f"(option --{name.replace('_', '-')} of cleancut serve); a request cannot set it.")
         if name in uploads:
             if where != "form field":
                 raise ConfigError(
@@ -166,5 +166,5 @@ def check_names(names: Any, where: str) -> None:
             close = difflib.get_close_matches(name, sorted(values | uploads), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise ConfigError(
-                f"unknown {where} '{name}'{hint}; valid options are: {', '.join(sorted(values))}, "
-                f"and the uploads file, {', '.join(sorted(uploads))}.")
+                f"unknown {where} '{name}'{hint}; valid options are: {', '.join(sorted(values))}; "
+                f"file uploads: file (the photo), {', '.join(sorted(uploads))}.")

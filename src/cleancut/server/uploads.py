@@ -96,7 +96,7 @@ async def read_upload(request: Request, limit: int) -> Upload:
 async def _read_multipart(request: Request, limit: int) -> Upload:
     n_uploads = 1 + len(upload_options())
     parser = MultiPartParser(request.headers, _capped(request, limit), max_files=n_uploads,
-                             max_fields=len(value_options()) + 4, max_part_size=64 * 1024)
+                             max_fields=len(value_options()) + 4)
     try:
         form = await parser.parse()
     except MultiPartException as exc:
@@ -177,9 +177,12 @@ def check_image(data: bytes, what: str, max_pixels: int) -> tuple[str, tuple[int
             width, height = img.size
     except Image.DecompressionBombError as exc:
         raise ApiError(413, f"{what}: {exc}", "too_many_pixels", max_pixels=max_pixels) from None
-    except (UnidentifiedImageError, *_HEADER_ERRORS) as exc:
-        raise ApiError(400, f"{what} looks like {mime} but cannot be read ({type(exc).__name__}: {exc}); "
-                            "the file is corrupt or truncated.", "corrupt_image") from None
+    except UnidentifiedImageError:
+        raise ApiError(400, f"{what} starts like {mime} but its header cannot be read; the file is "
+                            "corrupt or truncated.", "corrupt_image") from None
+    except _HEADER_ERRORS as exc:
+        raise ApiError(400, f"{what} starts like {mime} but its header cannot be read ({type(exc).__name__}: "
+                            f"{exc}); the file is corrupt or truncated.", "corrupt_image") from None
     if width <= 0 or height <= 0:
         raise ApiError(400, f"{what} has no pixels (size {width}x{height}).", "corrupt_image")
     if width * height > max_pixels:

@@ -1,0 +1,114 @@
+"""``cleancut serve``: background removal over HTTP (JSON API, OpenAPI docs, web page).
+
+The model, ONNX Runtime settings and the pixel cap are the operator-scope options of
+:class:`~cleancut.pipeline.RemoveOptions` (their flags are generated from its metadata); the
+flags below configure the server itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from typing import Iterator
+
+from ..errors import ConfigError
+from ..pipeline import add_options_to_parser, options_from_namespace
+
+EPILOG = """examples:
+  cleancut serve                                   # the bundled model on http://127.0.0.1:8000
+  cleancut serve --model exported/model.onnx --host 0.0.0.0 --port 8080 --workers 4
+  curl -F file=@photo.jpg 'http://127.0.0.1:8000/api/remove?mode=mask' -o mask.png
+  curl --data-binary @photo.jpg 'http://127.0.0.1:8000/api/remove?format=webp' -o cutout.webp
+
+The web page is at /, the API documentation at /docs. SIGTERM or Ctrl-C stops accepting
+connections, finishes the requests in flight, then exits.
+"""
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def register(subparsers) -> None:
+    from ..server.settings import DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_WORKERS
+
+    parser = subparsers.add_parser(
+        "serve", help="serve background removal over HTTP (API and web page)",
+        description="Serve one model over HTTP: POST /api/remove, GET /api/models, GET /healthz, "
+                    "the API docs at /docs and a web page at /.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: 127.0.0.1; 0.0.0.0 listens on every interface)")
+    group.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
+    group.add_argument("--workers", type=int, default=DEFAULT_WORKERS, metavar="N",
+                       help="threads running the inference, sharing one loaded model; without --threads "
+                            f"the CPU cores are split between them (default: {DEFAULT_WORKERS})")
+    group.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE, metavar="N",
+                       help="requests that may wait for a worker; beyond it requests are answered 503 "
+                            f"with Retry-After (default: {DEFAULT_MAX_QUEUE})")
+    group.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
+                       help="largest request body in MiB, the photo plus any background picture; "
+                            f"larger ones are answered 413 (default: {DEFAULT_MAX_UPLOAD_MB:g})")
+    group.add_argument("--shutdown-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="on SIGTERM / Ctrl-C, how long to wait for requests in flight before "
+                            "closing their connections (default: 30)")
+    group.add_argument("--root-path", default="", metavar="PREFIX",
+                       help="URL prefix when a reverse proxy serves the app under a sub-path")
+    group.add_argument("--no-ui", action="store_true", help="serve the API only, no web page at /")
+    group.add_argument("--log-level", choices=LOG_LEVELS, default="info",
+                       help="log level; info logs one line per request (default: info)")
+    add_options_to_parser(parser, scopes=("operator",))
+    parser.set_defaults(func=run)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ assigns it; always follow sys.stderr instead
+        pass
+
+
+@contextlib.contextmanager
+def _request_log(level: str) -> Iterator[None]:
+    """Send the server's log (one line per request) to stderr while serving."""
+    logger = logging.getLogger("cleancut.server")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s cleancut: %(message)s"))
+    previous = logger.level
+    logger.setLevel(level.upper())
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._deps import require
+    from ..server import ServerSettings, create_app
+
+    uvicorn = require("uvicorn", "cleancut serve")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port expects a TCP port 0-65535, got {args.port}.")
+    if args.shutdown_timeout < 0:
+        raise ConfigError(f"--shutdown-timeout expects seconds >= 0, got {args.shutdown_timeout}.")
+    settings = ServerSettings.from_values(
+        options=options_from_namespace(args), workers=args.workers, max_queue=args.max_queue,
+        max_upload_mb=args.max_upload_mb, ui=not args.no_ui)
+    app = create_app(settings)  # an unknown model fails here with the list of valid ones
+    app.state.cleancut.remover.load()  # and a broken one here, as a one-line error
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
+        lifespan="on", root_path=args.root_path,
+        timeout_graceful_shutdown=args.shutdown_timeout or None)
+    server = uvicorn.Server(config)
+    with _request_log(args.log_level):
+        server.run()
+    return 0 if server.started else 1
