@@ -74,16 +74,24 @@ def over_color(foreground: np.ndarray, alpha: np.ndarray, color: tuple[int, ...]
     return Image.fromarray(rgba, "RGBA")
 
 
-@functools.lru_cache(maxsize=4)
-def _read_background(path: str, mtime_ns: int, max_pixels: int) -> Image.Image:
+_CACHE_MAX_PIXELS = 8_000_000  # only modest pictures are kept decoded (4 x 8 MP x 3 B < 100 MB)
+
+
+def _decode_background(path: str, max_pixels: int) -> Image.Image:
     from .io import flatten, load_image
 
     return flatten(load_image(path, max_pixels=max_pixels))
 
 
+@functools.lru_cache(maxsize=4)
+def _read_background(path: str, mtime_ns: int, max_pixels: int) -> Image.Image:
+    return _decode_background(path, max_pixels)
+
+
 def load_background(path: str | os.PathLike, max_pixels: int) -> Image.Image:
-    """The background picture as RGB (cached per path and modification time; transparency is
-    flattened over white)."""
+    """The background picture as RGB (transparency flattened over white). Pictures up to 8 MP are
+    cached per path and modification time (a batch reuses one background); larger ones are decoded
+    each time so the cache never holds much memory."""
     from .errors import ImageError
 
     try:
@@ -91,7 +99,14 @@ def load_background(path: str | os.PathLike, max_pixels: int) -> Image.Image:
     except OSError as exc:
         raise ImageError(f"background image {os.fspath(path)}: cannot read it "
                          f"({exc.strerror or exc}).") from None
-    return _read_background(os.fspath(path), mtime, max_pixels)
+    try:
+        with Image.open(path) as probe:
+            small = probe.size[0] * probe.size[1] <= _CACHE_MAX_PIXELS
+    except Exception:  # unreadable: let the decoder give its clear error
+        small = False
+    if small:
+        return _read_background(os.fspath(path), mtime, max_pixels)
+    return _decode_background(os.fspath(path), max_pixels)
 
 
 def fit_cover(background: Image.Image, size: tuple[int, int]) -> Image.Image:

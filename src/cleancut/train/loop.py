@@ -273,7 +273,8 @@ class Trainer:
             if plugin.name in saved_plugins:
                 plugin.load_state_dict(saved_plugins[plugin.name])
             elif plugin.state_dict() is not None:
-                raise CheckpointError(f"--resume: {path} was trained without {plugin.name!r}; resume with the run's own config.yaml")
+                raise CheckpointError(f"--resume: {path} was trained without {plugin.name!r}; "
+                                      "resume with the run's own config.yaml")
         set_rng_state(ckpt["rng"][min(self.dist.rank, len(ckpt["rng"]) - 1)])
 
     def _checkpoint(self, name: str) -> None:
