@@ -646,9 +646,10 @@ def _reusable_quality(args) -> dict[str, dict]:
         old = json.loads(args.quality_from.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise SystemExit(f"--quality-from {args.quality_from}: cannot read it ({exc})")
-    if old.get("splits") != args.splits or old.get("limit") != args.limit:
+    if old.get("splits") != args.splits or old.get("limit") != args.limit or old.get("stride", 1) != args.stride:
         raise SystemExit(f"--quality-from {args.quality_from}: it scored splits {old.get('splits')} with limit "
-                         f"{old.get('limit')}, this run asks for {args.splits} with limit {args.limit}")
+                         f"{old.get('limit')} and stride {old.get('stride', 1)}, this run asks for {args.splits} "
+                         f"with limit {args.limit} and stride {args.stride}")
     out = {}
     for m in old.get("models", []):
         q = m.get("quality", {})
@@ -676,6 +677,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--portrait-splits", nargs="*", default=["val"],
                         help="splits of portraits, the only ones the portrait-only MediaPipe model is scored on (default: val)")
     parser.add_argument("--limit", type=int, default=None, help="first N pairs of each split (quick checks)")
+    parser.add_argument("--stride", type=int, default=1,
+                        help="score every k-th pair of each split (the same images for every model; default: 1 = all)")
     parser.add_argument("--speed-images", type=int, default=30, help="images timed per model (default: 30; 0 skips speed)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed warm-up images before timing (default: 3)")
     parser.add_argument("--threads", type=int, default=None,
@@ -694,7 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     hw = hardware()
     full_pairs = select([args.data], args.splits)
-    pairs = {s: ps[: args.limit] if args.limit else ps for s, ps in full_pairs.items()}
+    if args.stride < 1:
+        parser.error("--stride must be >= 1")
+    pairs = {s: ps[:: args.stride][: args.limit] if args.limit else ps[:: args.stride] for s, ps in full_pairs.items()}
     speed_paths = _speed_images(full_pairs, args.speed_images) if args.speed_images > 0 else []
     log(f"data: {', '.join(f'{s} {len(ps)} pairs' for s, ps in pairs.items())}; "
         f"speed: {len(speed_paths)} images; cpu: {hw['cpu']} x{hw.get('usable_cores', hw['logical_cores'])}")
@@ -769,6 +774,8 @@ def main(argv: list[str] | None = None) -> int:
               + (f", {hw['mediapipe']}" if mp_entry else "") + f"; Python {hw['python']}; threads: {threads}; "
               f"load average {hw.get('loadavg_start')} -> {hw.get('loadavg_end')}\n")
     limit = f" (first {args.limit} pairs per split)" if args.limit else ""
+    if args.stride > 1:
+        limit += f" (every {args.stride}th pair of each split: {', '.join(f'{s} {len(ps)}' for s, ps in pairs.items())})"
     print(header)
     print(f"Quality{limit}, same protocol for every model (cleancut.metrics.SODMetrics: GT > 128, "
           "prediction scored as uint8 at GT resolution):\n")
@@ -789,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = {
-        "command": command, "hardware": hw, "threads": args.threads, "limit": args.limit,
+        "command": command, "hardware": hw, "threads": args.threads, "limit": args.limit, "stride": args.stride,
         "splits": args.splits, "portrait_splits": args.portrait_splits,
         "speed_images": speed_paths, "warmup": args.warmup, "total_seconds": total_s,
         "metrics": QUALITY_METRICS,
