@@ -239,3 +239,15 @@ print("TORCH:", bad)
     assert proc.returncode == 0, proc.stderr
     assert "TORCH: []" in proc.stdout
     assert (tmp_path / "out" / "in.png").is_file()
+
+
+def test_predict_mask_with_uncertainty(remover, square):
+    img = square((64, 48))
+    alpha = remover.predict_mask(img)
+    mean, std = remover.predict_mask(img, with_uncertainty=True)
+    assert mean.shape == std.shape == alpha.shape
+    assert mean.dtype == std.dtype == np.float32
+    assert 0 <= std.min() and std.max() <= 0.5
+    assert 0 <= mean.min() and mean.max() <= 1
+    # the test-time-augmented mask still separates the square from the background
+    assert abs(float(mean.mean()) - float(alpha.mean())) < 0.1

@@ -63,11 +63,21 @@ class Remover:
                     self._session = Session(self.spec, providers=self.providers, threads=self.threads)
         return self._session
 
-    def predict_mask(self, image: cio.ImageSource, max_pixels: int | None = None) -> np.ndarray:
+    def predict_mask(self, image: cio.ImageSource, max_pixels: int | None = None,
+                     with_uncertainty: bool = False):
         """The model's raw alpha for ``image``: float32 HxW in [0, 1] at the (upright) image's
-        size, before any post-processing."""
+        size, before any post-processing.
+
+        With ``with_uncertainty=True`` it returns ``(alpha, std)``: the test-time-augmented alpha
+        (mean over flips and zooms, 12 model runs) and its per-pixel standard deviation (float32
+        HxW, 0..0.5). A high ``std.mean()`` flags a photo worth a human look; see
+        :mod:`cleancut.explain`."""
         img = cio.load_image(image, max_pixels=max_pixels or RemoveOptions().max_pixels)
-        return self._predict(img)
+        if not with_uncertainty:
+            return self._predict(img)
+        from .explain import tta_uncertainty
+
+        return tta_uncertainty(lambda rgb: self._predict(Image.fromarray(rgb)), cio.flatten(img))
 
     def _predict(self, img: Image.Image) -> np.ndarray:
         return self.load().predict([cio.flatten(img)])[0]
