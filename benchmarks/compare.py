@@ -332,11 +332,9 @@ def _run(cmd: list, what: str, **kw) -> subprocess.CompletedProcess:
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from cleancut.models import file_sha256  # main process only (not in the MediaPipe venv)
+
+    return file_sha256(path)
 
 
 def ensure_isnet() -> dict:

@@ -166,16 +166,19 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
     return out
 
 
+def read_yaml(path: str | Path, what: str, hint: str) -> Any:
+    """A YAML file's content, or a ConfigError naming ``what`` it was meant to be."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{what} {p} not found ({hint})")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {p} is not valid YAML: {exc}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    tree: dict[str, Any] = {}
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {p} not found (expected a YAML file, see configs/)")
-        try:
-            tree = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    tree = read_yaml(path, "config file", "expected a YAML file, see configs/") if path else {}
     for key, value in parse_overrides(overrides or []):
         _set(tree, key, value)
     cfg = _build(Config, tree, "")

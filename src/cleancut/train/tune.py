@@ -29,11 +29,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ..errors import CleancutError, ConfigError
 from ..metrics import HIGHER_IS_BETTER
-from .config import load_config
+from .config import load_config, read_yaml
 from .loop import Plugin, Trainer
 
 TYPES = ("float", "int", "categorical")
@@ -42,14 +41,8 @@ TYPES = ("float", "int", "categorical")
 # -- search space ---------------------------------------------------------------------------------
 
 def load_space(path: str | Path) -> dict[str, dict[str, Any]]:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"search space {p} not found (a YAML mapping: config key -> distribution; see configs/tune-space.yaml)")
-    try:
-        space = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"search space {p} is not valid YAML: {exc}") from None
-    return check_space(space, str(p))
+    space = read_yaml(path, "search space", "a YAML mapping: config key -> distribution; see configs/tune-space.yaml")
+    return check_space(space, str(path))
 
 
 def check_space(space: Any, where: str = "search space") -> dict[str, dict[str, Any]]:
