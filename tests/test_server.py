@@ -141,6 +141,16 @@ def test_no_ui(tiny_model):
         assert c.get("/healthz").status_code == 200
 
 
+def test_docs_work_offline(client):
+    page = client.get("/docs")
+    assert page.status_code == 200
+    # Swagger UI's assets come from the app itself, not from a CDN
+    assert "/docs-static/swagger-ui-bundle.js" in page.text and "cdn." not in page.text
+    js = client.get("/docs-static/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
+    assert client.get("/docs-static/swagger-ui.css").status_code == 200
+
+
 def test_docs_list_every_request_option_from_the_metadata(client):
     assert client.get("/docs").status_code == 200
     spec = client.get("/openapi.json").json()

@@ -291,6 +291,27 @@ def _safe_stem(filename: str | None) -> str:
     return stem[:80]
 
 
+def _install_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs, served from the swagger-ui-bundle package so that it works offline
+    (FastAPI's default loads it from a CDN). Without that package, the CDN version is used."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        swagger_ui_path = None
+    assets = {}
+    if swagger_ui_path is not None:
+        app.mount("/docs-static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static")
+        assets = {"swagger_js_url": "/docs-static/swagger-ui-bundle.js",
+                  "swagger_css_url": "/docs-static/swagger-ui.css",
+                  "swagger_favicon_url": "/docs-static/favicon-32x32.png"}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="cleancut API", **assets)
+
+
 def build_app(settings: ServerSettings | None = None) -> FastAPI:
     settings = settings or ServerSettings()
     opts = settings.options
@@ -299,7 +320,7 @@ def build_app(settings: ServerSettings | None = None) -> FastAPI:
     state = ServerState(settings, remover)
 
     app = FastAPI(
-        title="cleancut", version=__version__, lifespan=_lifespan(state),
+        title="cleancut", version=__version__, lifespan=_lifespan(state), docs_url=None,
         description="Background removal over HTTP. `POST /api/remove` takes an image (multipart field "
                     f"`{PHOTO_FIELD}`, or the raw request body) and returns the result image. Every "
                     "option is a query parameter or a form field. Errors are JSON "
@@ -382,6 +403,8 @@ def build_app(settings: ServerSettings | None = None) -> FastAPI:
                    "X-Cleancut-Model": remover.spec.name, "X-Cleancut-Mode": mode,
                    "X-Processing-Ms": f"{seconds * 1000.0:.1f}"}
         return Response(payload, media_type=MEDIA_TYPES[job.options.format], headers=headers)
+
+    _install_docs(app)
 
     if settings.ui:
         @app.get("/", include_in_schema=False)
