@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -102,3 +103,20 @@ def test_spec_that_does_not_match_the_graph(tmp_path):
 
 def test_spec_objects_and_names_resolve_the_same(tiny_registry):
     assert Session(get_model("cleancut-default")).spec == Session().spec
+
+
+def test_output_levels_stretch_the_probability(tiny_model, tmp_path):
+    import dataclasses
+
+    spec = get_model(tiny_model)
+    stretched = dataclasses.replace(spec, output_levels=(0.2, 0.8))
+    rng = np.random.default_rng(1)
+    photo = Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+    (raw,) = Session(spec).predict([photo])
+    (got,) = Session(stretched).predict([photo])
+    np.testing.assert_allclose(got, np.clip((raw - 0.2) / 0.6, 0, 1), atol=1e-5)
+    data = json.loads(Path(tiny_model).with_suffix(".json").read_text())
+    for bad in ([0.5, 0.5], [0.2], [-0.1, 0.9]):
+        (tmp_path / "m.json").write_text(json.dumps({**data, "file": str(Path(tiny_model).resolve()), "output_levels": bad}))
+        with pytest.raises(ModelError, match="output_levels"):
+            get_model(tmp_path / "m.json")

@@ -112,4 +112,8 @@ class Session:
             raise ModelError(
                 f"model '{spec.name}': expected output '{spec.output_name}' of shape [N, 1, H, W] "
                 f"with N={batch.shape[0]}, got {list(out.shape)}. Re-export the model.")
-        return np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
+        out = np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
+        lo, hi = spec.output_levels
+        if (lo, hi) != (0.0, 1.0):
+            out = np.clip((out - lo) / (hi - lo), 0.0, 1.0)
+        return out

@@ -13,6 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="model name in the spec (default: the file stem)")
     p.add_argument("--size", type=int, help="input size (default: the training size)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed vs torch")
+    p.add_argument("--output-levels", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="calibration the runtime applies: alpha = clip((p - LOW) / (HIGH - LOW)) (default: none)")
     p.set_defaults(func=run)
 
 
@@ -22,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
     require("torch", "export")
     from ..train.export import export_onnx
 
-    report = export_onnx(args.checkpoint, args.out, name=args.name, size=args.size, tolerance=args.tolerance)
+    extra = {"output_levels": args.output_levels} if args.output_levels else None
+    report = export_onnx(args.checkpoint, args.out, name=args.name, size=args.size, tolerance=args.tolerance,
+                         extra=extra)
     print(f"wrote {args.out} (+ .json); ONNX Runtime vs torch max abs difference {report['max_abs_diff']:.2e}")
     return 0

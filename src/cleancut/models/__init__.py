@@ -6,7 +6,8 @@ folder; any exported model can be used by passing the path of its ``.onnx`` (or 
 The ONNX contract, shared by the exporter and the runtime:
   input  ``spec.input_name``  float32 ``[N, channels, H, W]``, RGB (or gray) scaled to [0, 1]
          then normalised with ``(x - mean) / std``;
-  output ``spec.output_name`` float32 ``[N, 1, H, W]``, foreground probability in [0, 1].
+  output ``spec.output_name`` float32 ``[N, 1, H, W]``, foreground probability in [0, 1];
+         the runtime then applies the spec's ``output_levels`` calibration.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class ModelSpec:
     input_name: str = "image"
     output_name: str = "alpha"
     sha256: str | None = None
+    # Contrast stretch of the probability, alpha = clip((p - lo) / (hi - lo)): a calibration of
+    # a model's under-confident soft output, applied by the runtime (default: none).
+    output_levels: tuple[float, float] = (0.0, 1.0)
     licence: str = "unknown"
     description: str = ""
     folder: str = ""  # folder the spec was read from (filled in by load_spec)
@@ -52,6 +56,7 @@ class ModelSpec:
         d["input_size"] = list(self.input_size)
         d["mean"] = list(self.mean)
         d["std"] = list(self.std)
+        d["output_levels"] = list(self.output_levels)
         d.update(extra)
         return d
 
@@ -92,11 +97,15 @@ def spec_from_dict(data: dict[str, Any], folder: Path | str = "") -> ModelSpec:
         )
     known = {k: v for k, v in data.items() if k in _KNOWN}
     extra = {k: v for k, v in data.items() if k not in _KNOWN}
-    for key in ("input_size", "mean", "std"):
+    for key in ("input_size", "mean", "std", "output_levels"):
         if key in known:
             known[key] = tuple(known[key])
     if len(known["input_size"]) != 2:
         raise ModelError(f"model spec '{data['name']}': input_size must be [height, width], got {data['input_size']}")
+    levels = known.get("output_levels", (0.0, 1.0))
+    if len(levels) != 2 or not 0 <= levels[0] < levels[1] <= 1:
+        raise ModelError(f"model spec '{data['name']}': output_levels must be [low, high] with 0 <= low < high <= 1, "
+                         f"got {list(levels)}")
     return ModelSpec(**known, folder=str(folder), extra=extra)
 
 
