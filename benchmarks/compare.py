@@ -124,8 +124,16 @@ class CleancutPredictor:
         return self.session.predict(images)
 
 
-class IsnetPredictor:
+class _PeerPredictor:
+    """A peer without a batch path: images/s is timed over a plain loop of ``predict``."""
+
     batch_path = False
+
+    def predict_many(self, images: list) -> list[np.ndarray]:
+        return [self.predict(im) for im in images]
+
+
+class IsnetPredictor(_PeerPredictor):
     native = f"{ISNET_SIZE}x{ISNET_SIZE}"
 
     def __init__(self, cfg: dict):
@@ -153,12 +161,7 @@ class IsnetPredictor:
         (out,) = self.session.run(["output"], {self.input_name: np.ascontiguousarray(x, self.dtype)})
         return _resize_float(np.asarray(out, np.float32)[0, 0], image.size)
 
-    def predict_many(self, images: list) -> list[np.ndarray]:
-        return [self.predict(im) for im in images]
-
-
-class MediapipePredictor:
-    batch_path = False
+class MediapipePredictor(_PeerPredictor):
     native = "256x256"
 
     def __init__(self, cfg: dict):
@@ -185,12 +188,7 @@ class MediapipePredictor:
         # one is the person class.
         return _resize_float(np.array(masks[-1].numpy_view(), np.float32), image.size)
 
-    def predict_many(self, images: list) -> list[np.ndarray]:
-        return [self.predict(im) for im in images]
-
-
-class GrabcutPredictor:
-    batch_path = False
+class GrabcutPredictor(_PeerPredictor):
     native = "image size"
 
     def __init__(self, cfg: dict):
@@ -211,10 +209,6 @@ class GrabcutPredictor:
         cv2.setRNGSeed(0)
         cv2.grabCut(bgr, mask, rect, bgd, fgd, 5, cv2.GC_INIT_WITH_RECT)
         return ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.float32)
-
-    def predict_many(self, images: list) -> list[np.ndarray]:
-        return [self.predict(im) for im in images]
-
 
 PREDICTORS = {"cleancut": CleancutPredictor, "isnet": IsnetPredictor,
               "mediapipe": MediapipePredictor, "grabcut": GrabcutPredictor}
