@@ -1,4 +1,5 @@
-"""cleancut.io: every input kind and Pillow mode, bad inputs, the pixel cap, atomic writes."""
+"""cleancut.io: every input kind and Pillow mode, colour profiles, bad inputs, the pixel cap,
+atomic writes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageCms
 
 from cleancut import io as cio
 from cleancut.errors import ImageError, ImageTooLargeError
@@ -30,6 +31,111 @@ def png_header_only(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+
+
+# ---------------------------------------------------------------- test ICC profiles
+# Pillow can only create sRGB, LAB and XYZ profiles, so the wide-gamut, grey and CMYK ones are
+# written here: minimal ICC v2 profiles (header, tag table, tags), which littleCMS reads.
+
+D50 = (0.9642, 1.0, 0.8249)
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _xyz_tag(x: float, y: float, z: float) -> bytes:
+    return b"XYZ \0\0\0\0" + _s15(x) + _s15(y) + _s15(z)
+
+
+def _gamma_tag(gamma: float) -> bytes:
+    return b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256))
+
+
+def _desc_tag(text: str) -> bytes:
+    ascii_ = text.encode("ascii") + b"\0"
+    return b"desc\0\0\0\0" + struct.pack(">I", len(ascii_)) + ascii_ + b"\0" * 78  # no Unicode/Mac names
+
+
+def icc_profile(space: bytes, tags: dict[bytes, bytes], device_class: bytes = b"mntr",
+                pcs: bytes = b"XYZ ") -> bytes:
+    """ICC v2.1 profile bytes: colour ``space`` (b"RGB ", b"GRAY", b"CMYK") with ``tags``."""
+    offset = 128 + 4 + 12 * len(tags)
+    table = data = b""
+    for sig, body in tags.items():
+        body += b"\0" * (-len(body) % 4)
+        table += sig + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = (struct.pack(">I", offset + len(data)) + b"\0" * 4 + struct.pack(">I", 0x02100000)
+              + device_class + space + pcs + b"\0" * 12 + b"acsp" + b"\0" * 28 + b"".join(map(_s15, D50)))
+    return header.ljust(128, b"\0") + struct.pack(">I", len(tags)) + table + data
+
+
+def adobe_rgb_like() -> bytes:
+    """Matrix/TRC RGB profile with the Adobe RGB (1998) primaries (D50-adapted) and gamma 2.2:
+    its green is far outside sRGB."""
+    return icc_profile(b"RGB ", {
+        b"desc": _desc_tag("test wide-gamut RGB"), b"wtpt": _xyz_tag(*D50),
+        b"rXYZ": _xyz_tag(0.60974, 0.31111, 0.01947), b"gXYZ": _xyz_tag(0.20528, 0.62567, 0.06087),
+        b"bXYZ": _xyz_tag(0.14919, 0.06322, 0.74457),
+        b"rTRC": _gamma_tag(2.2), b"gTRC": _gamma_tag(2.2), b"bTRC": _gamma_tag(2.2)})
+
+
+def linear_gray() -> bytes:
+    """Grey profile with gamma 1.0: grey level 128 is 50 % luminance, sRGB ~188."""
+    return icc_profile(b"GRAY", {b"desc": _desc_tag("test linear grey"), b"wtpt": _xyz_tag(*D50),
+                                 b"kTRC": _gamma_tag(1.0)})
+
+
+def srgb_lab(rgb: tuple[int, int, int]) -> tuple[float, float, float]:
+    """CIELAB (D50, the ICC connection space) of an sRGB colour."""
+    c = np.asarray(rgb, np.float64) / 255
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4360747, 0.3850649, 0.1430804],  # sRGB -> XYZ, Bradford-adapted to D50
+                    [0.2225045, 0.7168786, 0.0606169],
+                    [0.0139322, 0.0971045, 0.7141733]]) @ linear / np.asarray(D50)
+    f = np.where(xyz > (6 / 29) ** 3, np.cbrt(xyz), xyz / (3 * (6 / 29) ** 2) + 4 / 29)
+    return 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
+
+
+#: the sRGB colour 100 % cyan ink prints as in the test CMYK profile (naive CMYK->RGB: 0,255,255)
+PRINTED_CYAN = (0, 160, 225)
+
+
+def cmyk_profile() -> bytes:
+    """Output (printer) profile whose A2B0 is a 2x2x2x2 lut16 CMYK -> Lab: naive ink mixing,
+    except that 100 % cyan is the duller PRINTED_CYAN, as real inks are."""
+    lut = b"mft2\0\0\0\0" + struct.pack(">BBBB", 4, 3, 2, 0)
+    lut += b"".join(map(_s15, (1, 0, 0, 0, 1, 0, 0, 0, 1))) + struct.pack(">HH", 2, 2)
+    identity = struct.pack(">HH", 0, 65535)
+    clut = b""
+    for c, m, y, k in np.ndindex(2, 2, 2, 2):
+        if (c, m, y, k) == (1, 0, 0, 0):
+            rgb = PRINTED_CYAN
+        else:
+            rgb = tuple(round(255 * (1 - ink) * (1 - k)) for ink in (c, m, y))
+        lightness, a, b = srgb_lab(rgb)  # v2 16-bit Lab: L 0..100 -> 0..0xFF00, a/b +128, x256
+        clut += struct.pack(">HHH", round(lightness / 100 * 0xFF00), round((a + 128) * 256), round((b + 128) * 256))
+    lut += identity * 4 + clut + identity * 3
+    return icc_profile(b"CMYK", {b"desc": _desc_tag("test CMYK"), b"wtpt": _xyz_tag(*D50), b"A2B0": lut},
+                       device_class=b"prtr", pcs=b"Lab ")
+
+
+def srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def patches(*colors, side: int = 8, mode: str = "RGB") -> Image.Image:
+    """A row of flat ``side`` x ``side`` patches, one per colour."""
+    img = Image.new(mode, (side * len(colors), side))
+    for i, color in enumerate(colors):
+        img.paste(color, (i * side, 0, (i + 1) * side, side))
+    return img
+
+
+def patch_colors(img: Image.Image, count: int, side: int = 8) -> list[tuple[int, ...]]:
+    """The colour at the centre of each patch."""
+    return [img.getpixel((i * side + side // 2, side // 2)) for i in range(count)]
 
 
 # ---------------------------------------------------------------- input kinds
@@ -161,6 +267,133 @@ def test_numpy_rgba_keeps_alpha():
 def test_bad_numpy_arrays(array, message):
     with pytest.raises(ImageError, match=message):
         cio.load_image(array)
+
+
+# ---------------------------------------------------------------- colour profiles
+
+
+def test_wide_gamut_profile_is_converted_to_srgb():
+    colors = [(0, 255, 0), (64, 160, 64), (255, 0, 0), (128, 128, 128)]
+    img = patches(*colors)
+    out = cio.load_image(png_bytes(img, icc_profile=adobe_rgb_like()))
+    assert out.mode == "RGB" and "icc_profile" not in out.info  # sRGB now: not tagged any more
+    green, mid_green, red, grey = patch_colors(out, 4)
+    # the wide gamut's pure green and red are beyond sRGB: they clip, staying fully saturated
+    assert green[1] == 255 and max(green[0], green[2]) <= 5
+    assert red[0] == 255 and max(red[1:]) <= 5
+    # a mid green is more saturated in the wide gamut than the same numbers read as sRGB: the
+    # conversion pushes it away from grey (red and blue drop, green stays)
+    assert mid_green[0] < 20 and mid_green[2] < 60 and abs(mid_green[1] - 160) <= 3
+    assert mid_green != colors[1]
+    # neutrals stay neutral (gamma 2.2 vs the sRGB curve: at most a level or two)
+    assert max(grey) - min(grey) <= 1 and abs(grey[0] - 128) <= 2
+    # the same pixels untagged are read as they are
+    assert patch_colors(cio.load_image(png_bytes(img)), 4) == colors
+
+
+def test_untagged_image_is_unchanged_and_never_colour_managed(monkeypatch):
+    noise = np.random.default_rng(1).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("an untagged image went through colour management")
+
+    monkeypatch.setattr(cio, "_to_srgb", fail)
+    for source in (png_bytes(Image.fromarray(noise)), Image.fromarray(noise)):
+        out = cio.load_image(source)
+        assert np.array_equal(np.asarray(out), noise)
+
+
+def test_srgb_tagged_image_is_practically_unchanged():
+    noise = np.random.default_rng(2).integers(0, 256, (24, 32, 3), dtype=np.uint8)
+    out = np.asarray(cio.load_image(png_bytes(Image.fromarray(noise), icc_profile=srgb_profile())))
+    assert np.abs(out.astype(int) - noise).max() <= 1
+
+
+def test_tagged_pil_image_is_converted_and_left_untouched():
+    img = patches((64, 160, 64))
+    img.info["icc_profile"] = adobe_rgb_like()
+    out = cio.load_image(img)
+    assert patch_colors(out, 1)[0][0] < 20 and "icc_profile" not in out.info
+    assert img.info["icc_profile"] == adobe_rgb_like() and img.getpixel((4, 4)) == (64, 160, 64)
+
+
+def test_profile_conversion_keeps_alpha_and_exif_orientation(tmp_path):
+    img = Image.new("RGBA", (30, 20), (64, 160, 64, 255))
+    img.paste((0, 0, 0, 0), (0, 0, 10, 20))  # transparent band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    path = tmp_path / "rotated.png"
+    img.save(path, exif=exif.tobytes(), icc_profile=adobe_rgb_like())
+    out = cio.load_image(path)
+    assert out.mode == "RGBA" and out.size == (20, 30)
+    assert out.getpixel((10, 2))[3] == 0  # the band is now at the top, still transparent
+    r, g, b, a = out.getpixel((10, 27))
+    assert a == 255 and r < 20 and abs(g - 160) <= 3  # and the colour is converted
+
+
+@pytest.mark.parametrize("mode", ["L", "LA"])
+def test_grayscale_with_profile(mode):
+    img = patches(0, 128, 255, mode="L")
+    if mode == "LA":
+        img.putalpha(Image.new("L", img.size, 255))
+        img.putpixel((0, 0), (0, 0))
+    out = cio.load_image(png_bytes(img, icc_profile=linear_gray()))
+    assert out.mode == ("RGBA" if mode == "LA" else "RGB")
+    black, mid, white = (px[:3] for px in patch_colors(out, 3))
+    assert black == (0, 0, 0) and white == (255, 255, 255)
+    assert mid[0] == mid[1] == mid[2] and abs(mid[0] - 188) <= 2  # 50 % luminance in sRGB
+    if mode == "LA":
+        assert out.getpixel((0, 0))[3] == 0 and out.getpixel((12, 4))[3] == 255
+
+
+def test_cmyk_jpeg_with_profile(tmp_path):
+    img = patches((0, 0, 0, 0), (255, 0, 0, 0), (0, 0, 0, 255), mode="CMYK")
+    path = tmp_path / "print.jpg"
+    img.save(path, quality=100, icc_profile=cmyk_profile())
+    paper, cyan, black = patch_colors(cio.load_image(path), 3)
+    assert min(paper) >= 250 and max(black) <= 5
+    assert max(abs(got - want) for got, want in zip(cyan, PRINTED_CYAN)) <= 4, cyan
+    untagged = tmp_path / "untagged.jpg"
+    img.save(untagged, quality=100)
+    assert patch_colors(cio.load_image(untagged), 3)[1][1] > 245  # naive: (0, 255, 255)
+
+
+@pytest.mark.parametrize("profile", [b"not an ICC profile", adobe_rgb_like()[:100], b"\0" * 200],
+                         ids=["garbage", "truncated", "zeros"])
+def test_unreadable_profile_warns_and_reads_the_pixels_as_they_are(tmp_path, profile):
+    colors = [(64, 160, 64), (200, 30, 90)]
+    path = tmp_path / "bad.png"
+    patches(*colors).save(path, icc_profile=profile)
+    with pytest.warns(cio.ColorProfileWarning, match=r"bad\.png: the embedded ICC colour profile is "
+                                                     r"ignored \(cannot read it"):
+        out = cio.load_image(path)
+    assert out.mode == "RGB" and patch_colors(out, 2) == colors and "icc_profile" not in out.info
+
+
+@pytest.mark.parametrize("mode, profile, space", [
+    ("RGB", linear_gray(), "GRAY"),
+    ("CMYK", adobe_rgb_like(), "RGB"),
+    ("RGB", cmyk_profile(), "CMYK"),
+])
+def test_profile_that_does_not_fit_the_pixels_warns(mode, profile, space):
+    img = patches((10, 20, 30) if mode == "RGB" else (0, 0, 0, 0), mode=mode)
+    img.info["icc_profile"] = profile
+    with pytest.warns(cio.ColorProfileWarning, match=f"colour space {space} does not fit {mode} pixels"):
+        out = cio.load_image(img)
+    assert out.mode == "RGB" and out.getpixel((4, 4)) == ((10, 20, 30) if mode == "RGB" else (255, 255, 255))
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp", "jpeg"])
+def test_cutout_of_a_tagged_photo_is_srgb_and_untagged(remover, fmt):
+    img = Image.new("RGB", (32, 32), (0, 0, 0))
+    img.paste((160, 240, 160), (8, 8, 24, 24))  # bright: the tiny model's foreground
+    data = png_bytes(img, icc_profile=adobe_rgb_like())
+    expected = cio.load_image(data).getpixel((16, 16))
+    assert expected[0] < 150  # converted: more saturated than (160, 240, 160)
+    result = Image.open(io.BytesIO(remover.remove(data, mode="color", bg_color="black", format=fmt)))
+    assert "icc_profile" not in result.info
+    got = result.convert("RGB").getpixel((16, 16))
+    assert max(abs(a - b) for a, b in zip(got, expected)) <= (1 if fmt == "png" else 12)
 
 
 # ---------------------------------------------------------------- bad inputs

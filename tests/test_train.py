@@ -179,3 +179,47 @@ def test_composite_keeps_foreground_and_replaces_background():
     mask[10:30, 35:55] = 255
     strip = _background_strip(img, mask)
     assert strip.shape == (40, 35, 3)  # left of the subject's box: the largest background strip
+
+
+def _two_sets(tmp_path: Path) -> Path:
+    root = tmp_path / "two"
+    make_shapes_dataset(root / "a", n=12, size=32, seed=1)
+    make_shapes_dataset(root / "b", n=12, size=32, seed=2)
+    return root
+
+
+def test_set_weights_rebalance_sampling_and_split_across_processes(tmp_path):
+    from cleancut.train.loop import WeightedSampler, select_data
+
+    root = _two_sets(tmp_path)
+    cfg = tiny_cfg(root, "data.set_weights={a: 3, b: 1}", "data.val_ratio=0.01")
+    pairs, _ = select_data(cfg)
+    weights = [cfg.data.set_weights.get(p.set, 1.0) for p in pairs]
+    draws = list(WeightedSampler(weights * 200, seed=0))
+    share_a = np.mean([pairs[i % len(pairs)].set == "a" for i in draws])
+    assert 0.70 < share_a < 0.80  # 3:1 over equal-sized sets
+    assert list(WeightedSampler(weights, seed=5)) == list(WeightedSampler(weights, seed=5))
+    assert list(WeightedSampler(weights, seed=5)) != list(WeightedSampler(weights, seed=6))
+    only_b = [1.0 if p.set == "b" else 0.0 for p in pairs]
+    assert {pairs[i].set for i in WeightedSampler(only_b, seed=1)} == {"b"}
+    even = weights * 2  # two processes split one sequence: rank r takes draws r, r + 2, ...
+    r0, r1 = (list(WeightedSampler(even, seed=2, world=2, rank=r)) for r in (0, 1))
+    assert len(r0) == len(r1) == len(even) // 2
+    assert [i for pair in zip(r0, r1) for i in pair] == list(WeightedSampler(even, seed=2))
+
+
+def test_set_weights_errors_name_the_sets(tmp_path):
+    root = _two_sets(tmp_path)
+    with pytest.raises(ConfigError, match="set_weights names set.*nope.*its sets are: a, b"):
+        Trainer(tiny_cfg(root, "data.set_weights={nope: 2}"), tmp_path / "r")
+    with pytest.raises(ConfigError, match="weights must be numbers >= 0"):
+        load_config(None, ["data.set_weights={a: -1}"])
+    with pytest.raises(ConfigError, match="every training pair weight 0"):
+        Trainer(tiny_cfg(root, "data.set_weights={a: 0, b: 0}"), tmp_path / "r2")
+
+
+def test_weighted_training_runs(tmp_path):
+    root = _two_sets(tmp_path)
+    cfg = tiny_cfg(root, "model.arch=cnn", "train.epochs=1", "data.set_weights={a: 2}")
+    Trainer(cfg, tmp_path / "r").fit()
+    assert load(tmp_path / "r" / "checkpoints" / "last.pt")["epoch"] >= 1

@@ -3,8 +3,9 @@
 :func:`load_image` accepts a path, bytes, a binary file object, a PIL image or a numpy array and
 returns a PIL image in mode ``RGB``, or ``RGBA`` when the source had real transparency (so it can
 be kept in the result). It applies the EXIF orientation, converts every Pillow mode (L, LA, P,
-CMYK, 16-bit, 1-bit, ...), takes the first frame of animations (with a warning), refuses images
-above a pixel cap *before* decoding them, and turns every decoding failure into an
+CMYK, 16-bit, 1-bit, ...), converts pixels tagged with an embedded ICC profile (Display P3,
+Adobe RGB, CMYK, grayscale ...) to sRGB, takes the first frame of animations (with a warning),
+refuses images above a pixel cap *before* decoding them, and turns every decoding failure into an
 :class:`~cleancut.errors.ImageError` naming the source.
 
 :func:`save_image` writes PNG, WebP or JPEG through a temporary file in the destination folder and
@@ -18,6 +19,7 @@ import os
 import struct
 import uuid
 import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO, Union
 
@@ -42,6 +44,10 @@ _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Inde
 
 class AnimatedImageWarning(UserWarning):
     """An animated image was given; only its first frame is processed."""
+
+
+class ColorProfileWarning(UserWarning):
+    """An embedded ICC colour profile cannot be applied; the pixels are used as they are."""
 
 
 def describe_source(source: Any) -> str:
@@ -153,12 +159,88 @@ def _open(fp: BinaryIO, max_pixels: int, name: str) -> Image.Image:
 
 
 def _decode(img: Image.Image, name: str) -> Image.Image:
-    """Upright RGB/RGBA copy of an opened image."""
+    """Upright RGB/RGBA copy of an opened image, in sRGB."""
     try:
         upright = ImageOps.exif_transpose(img) or img
-        return to_rgb_or_rgba(upright)
+        icc = img.info.get("icc_profile")
+        if not icc:  # untagged: taken as sRGB, as every viewer does
+            return to_rgb_or_rgba(upright)
+        return _to_srgb(upright, icc, name)
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{name}: cannot decode the image ({type(exc).__name__}: {exc}).") from None
+
+
+# ---------------------------------------------------------------- colour profiles
+
+#: Pillow modes whose pixels are grey levels (a GRAY profile applies to them)
+_GRAY_MODES = ("1", "L", "LA", "La", "I", "F") + _SIXTEEN_BIT
+
+
+def _to_srgb(img: Image.Image, icc: bytes, name: str) -> Image.Image:
+    """RGB/RGBA of ``img`` with its embedded ICC profile ``icc`` converted to sRGB.
+
+    An RGB profile applies to every non-CMYK mode (grey levels are R = G = B in that space), a
+    GRAY profile to grey modes, a CMYK profile to CMYK. A profile that cannot be read, does not
+    fit the pixels or cannot be converted gives a :class:`ColorProfileWarning` and the pixels as
+    they are. The result carries no ``icc_profile``: it is sRGB, like an untagged image.
+    """
+    try:
+        from PIL import ImageCms
+    except ImportError as exc:  # a Pillow built without littleCMS
+        return _ignore_profile(img, name, f"Pillow has no colour management: {exc}")
+    try:
+        icc = bytes(icc)  # hashable, for the transform cache
+        space = ImageCms.ImageCmsProfile(io.BytesIO(icc)).profile.xcolor_space.strip()
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError) as exc:
+        return _ignore_profile(img, name, f"cannot read it: {exc}")
+    cmyk = img.mode == "CMYK"
+    try:
+        if space == "CMYK" and cmyk:
+            out = _srgb_transform(icc, "CMYK").apply(img)
+        elif space == "RGB" and not cmyk:
+            out = _apply_keeping_alpha(to_rgb_or_rgba(img), _srgb_transform(icc, "RGB"))
+        elif space == "GRAY" and img.mode in _GRAY_MODES:
+            base = to_rgb_or_rgba(img)
+            out = _apply_keeping_alpha(base, _srgb_transform(icc, "L"), base.getchannel("R"))
+        else:
+            return _ignore_profile(img, name, f"its colour space {space or 'unknown'} does not fit "
+                                              f"{img.mode} pixels")
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError) as exc:
+        return _ignore_profile(img, name, f"cannot convert it to sRGB: {exc}")
+    out.info.pop("icc_profile", None)  # Pillow tags the result with its sRGB profile
+    return out
+
+
+def _ignore_profile(img: Image.Image, name: str, reason: str) -> Image.Image:
+    """The pixels of ``img`` as they are (RGB/RGBA, untagged), with a ColorProfileWarning."""
+    warnings.warn(f"{name}: the embedded ICC colour profile is ignored ({reason}); the pixels are "
+                  "used as they are, as if sRGB, so colours may be off.", ColorProfileWarning,
+                  stacklevel=6)  # -> the caller of load_image
+    out = to_rgb_or_rgba(img)
+    if out is img:  # never change the info of an image we did not make
+        out = img.copy()
+    out.info.pop("icc_profile", None)
+    return out
+
+
+def _apply_keeping_alpha(image: Image.Image, transform: Any, channels: Image.Image | None = None) -> Image.Image:
+    """``transform`` applied to the colour of ``image`` (or to ``channels``), alpha kept."""
+    if channels is None:
+        channels = image if image.mode == "RGB" else image.convert("RGB")
+    out = transform.apply(channels)
+    if image.mode == "RGBA":
+        out.putalpha(image.getchannel("A"))
+    return out
+
+
+@lru_cache(maxsize=8)
+def _srgb_transform(icc: bytes, in_mode: str) -> Any:
+    """A cached littleCMS transform from the profile ``icc`` (pixels in ``in_mode``) to sRGB RGB,
+    perceptual intent (relative colorimetric for matrix/TRC profiles such as Display P3)."""
+    from PIL import ImageCms
+
+    source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+    return ImageCms.buildTransform(source, ImageCms.createProfile("sRGB"), in_mode, "RGB")
 
 
 def to_rgb_or_rgba(img: Image.Image) -> Image.Image:

@@ -32,6 +32,7 @@ class DataConfig:
     augment: float = 1.0  # augmentation strength, 0 = none
     composite_prob: float = 0.3  # chance of pasting the foreground onto another background
     backgrounds: list[str] = field(default_factory=list)  # extra background photos (no masks)
+    set_weights: dict[str, float] = field(default_factory=dict)  # sampling weight per set (default 1)
     num_workers: int = 2
 
 
@@ -201,6 +202,12 @@ def validate(cfg: Config) -> None:
         (cfg.adversarial.gan_loss in ("bce", "hinge", "lsgan"),
          f"adversarial.gan_loss must be bce, hinge or lsgan, got {cfg.adversarial.gan_loss!r}"),
     ]
+    weights = cfg.data.set_weights
+    if not isinstance(weights, dict):
+        checks.append((False, f"data.set_weights must map set names to weights, e.g. {{davis16: 2}}, got {weights!r}"))
+    else:
+        bad = {k: v for k, v in weights.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0}
+        checks.append((not bad, f"data.set_weights: weights must be numbers >= 0, got {bad}"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

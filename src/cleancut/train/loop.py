@@ -114,6 +114,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class WeightedSampler(torch.utils.data.Sampler):
+    """One epoch of ``len(weights)`` draws with replacement, probability proportional to the weights
+    (``data.set_weights``: rebalance sets, e.g. general objects against portraits). Every process
+    draws the same seeded sequence and takes its own stride of it, so DDP splits it without overlap."""
+
+    def __init__(self, weights: list[float], seed: int, rank: int = 0, world: int = 1):
+        self.weights = torch.as_tensor(weights, dtype=torch.double)
+        self.seed, self.rank, self.world = seed, rank, world
+        self.total = len(weights) - len(weights) % world
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed)
+        idx = torch.multinomial(self.weights, self.total, replacement=True, generator=gen)
+        return iter(idx[self.rank::self.world].tolist())
+
+    def __len__(self) -> int:
+        return self.total // self.world
+
+
 def select_data(cfg: Config):
     d = cfg.data
     if not d.roots:
@@ -130,6 +149,14 @@ def select_data(cfg: Config):
     if keep < n:
         idx = np.random.default_rng(cfg.train.seed).permutation(n)[:keep]
         train_pairs = [train_pairs[i] for i in sorted(idx)]
+    if d.set_weights:
+        present = sorted({p.set for p in train_pairs})
+        unknown = sorted(set(d.set_weights) - set(present))
+        if unknown:
+            raise ConfigError(f"data.set_weights names set(s) {', '.join(unknown)} that the training split does not "
+                              f"have; its sets are: {', '.join(present)}")
+        if not any(d.set_weights.get(p.set, 1.0) > 0 for p in train_pairs):
+            raise ConfigError("data.set_weights gives every training pair weight 0")
     val = {}
     for s in d.val_splits:
         pairs = splits[s]
@@ -295,7 +322,11 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
         self.dataset.epoch = self.epoch
-        if self.dist.world > 1:
+        if self.cfg.data.set_weights:
+            weights = [self.cfg.data.set_weights.get(p.set, 1.0) for p in self.train_pairs]
+            sampler = WeightedSampler(weights, seed=self.cfg.train.seed * 100003 + self.epoch,
+                                      rank=self.dist.rank, world=self.dist.world)
+        elif self.dist.world > 1:
             sampler = DistributedSampler(self.dataset, num_replicas=self.dist.world, rank=self.dist.rank,
                                          shuffle=True, seed=self.cfg.train.seed, drop_last=True)
             sampler.set_epoch(self.epoch)
