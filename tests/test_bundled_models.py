@@ -1,0 +1,56 @@
+"""Every model bundled in the package (the real files, not the tiny test model): its file matches
+its spec, and it finds the animal in each sample photo. Variants made from another bundled model
+(``variant_of`` in their spec, e.g. an int8 build) must agree with it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cleancut import Remover
+from cleancut.models import BUNDLED_DIR, load_spec
+
+SPECS = sorted(BUNDLED_DIR.glob("*.json"))
+SAMPLES = sorted((Path(__file__).parents[1] / "samples").glob("*.jpg"))
+
+
+def _alpha(model, photo: Path) -> np.ndarray:
+    with Image.open(photo) as im:
+        a = np.asarray(Remover(model=model).predict_mask(im.convert("RGB")), dtype=np.float32)
+    return a / 255.0 if a.max() > 1 else a
+
+
+def test_there_is_a_bundled_default():
+    assert "cleancut-default" in {load_spec(p).name for p in SPECS}
+    assert len(SAMPLES) >= 3
+
+
+@pytest.mark.parametrize("spec_path", SPECS, ids=lambda p: p.stem)
+def test_bundled_model_is_intact_and_finds_the_subject(spec_path):
+    spec = load_spec(spec_path)
+    spec.verify()  # file present, sha256 as recorded
+    assert spec.path.stat().st_size <= 10 * 2**20  # the issue's size cap
+    for photo in SAMPLES:
+        a = _alpha(spec_path, photo)
+        h, w = a.shape
+        centre = a[h // 3: 2 * h // 3, w // 3: 2 * w // 3].mean()
+        border = np.concatenate([a[: h // 10].ravel(), a[-h // 10:].ravel(), a[:, : w // 10].ravel(),
+                                 a[:, -w // 10:].ravel()]).mean()
+        assert centre > 0.7 and border < 0.35, (photo.name, float(centre), float(border))
+
+
+@pytest.mark.parametrize("spec_path", [p for p in SPECS if "variant_of" in load_spec(p).extra] or [None],
+                         ids=lambda p: p.stem if p else "none")
+def test_variants_agree_with_their_source(spec_path):
+    if spec_path is None:
+        pytest.skip("no bundled variant")
+    spec = load_spec(spec_path)
+    source = BUNDLED_DIR / f"{spec.extra['variant_of']}.json"
+    assert source.is_file(), f"{spec.name}: variant_of names {spec.extra['variant_of']!r}, not bundled"
+    assert load_spec(source).output_levels == spec.output_levels
+    for photo in SAMPLES:
+        diff = np.abs(_alpha(spec_path, photo) - _alpha(source, photo))
+        assert diff.mean() < 0.02 and np.mean(diff > 0.5) < 0.01, (photo.name, float(diff.mean()))
