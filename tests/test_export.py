@@ -143,3 +143,31 @@ def test_onnx_to_checkpoint_recovers_trainable_weights(tmp_path):
         rebuilt.train()
         train_out = rebuilt(x)[0]  # batch statistics instead of running ones
         assert (train_out - model(x)).abs().mean() < 0.5 * model(x).abs().mean()
+
+
+def test_average_checkpoints(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    tool = Path(__file__).parents[1] / "tools" / "average_checkpoints.py"
+    mod_spec = importlib.util.spec_from_file_location("average_checkpoints", tool)
+    tool_mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(tool_mod)
+
+    ckpt, model, cfg = _checkpoint(tmp_path, "unet")
+    first = torch.load(ckpt)
+    second = {**first, "epoch": 2, "model": {k: (v + 1 if v.is_floating_point() else v + 5) for k, v in first["model"].items()}}
+    atomic_save(second, tmp_path / "second.pt")
+    tool_mod.main([str(ckpt), str(tmp_path / "second.pt"), "-o", str(tmp_path / "avg.pt")])
+    avg = torch.load(tmp_path / "avg.pt")
+    for k, v in first["model"].items():
+        expected = v + 0.5 if v.is_floating_point() else v + 5
+        assert torch.allclose(avg["model"][k], expected), k
+    assert avg["averaged"]["epochs"] == [1, 2]
+    report = export_onnx(tmp_path / "avg.pt", tmp_path / "avg.onnx", name="avg")  # a normal checkpoint
+    assert report["max_abs_diff"] < 1e-4
+    other = tmp_path / "other.pt"
+    (tmp_path / "x").mkdir()
+    cnn, _, _ = _checkpoint(tmp_path / "x", "cnn")
+    with pytest.raises(SystemExit, match="not a checkpoint of the same architecture"):
+        tool_mod.main([str(ckpt), str(cnn), "-o", str(other)])

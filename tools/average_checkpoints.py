@@ -1,0 +1,51 @@
+"""Average the weights of several checkpoints of one run (e.g. the last epochs of a cosine
+schedule): a flatter, less epoch-dependent model than any single checkpoint.
+
+    python tools/average_checkpoints.py runs/cutnet-ft/epochs/epoch-{20..24}.pt -o runs/cutnet-ft/avg.pt
+
+Floating-point tensors (weights and BatchNorm running statistics) are averaged; integer ones
+(BatchNorm's batch counter) are taken from the last file. The output is a checkpoint that
+``cleancut evaluate`` and ``cleancut export`` read like any other (config and history of the last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from cleancut.train.checkpoint import atomic_save, load
+
+
+def average(paths: list[str]) -> dict:
+    ckpts = [load(p) for p in paths]
+    keys = ckpts[-1]["model"].keys()
+    for p, c in zip(paths, ckpts):
+        if c["model"].keys() != keys or c.get("config", {}).get("model") != ckpts[-1].get("config", {}).get("model"):
+            sys.exit(f"error: {p} is not a checkpoint of the same architecture as {paths[-1]}")
+    state = {}
+    for k in keys:
+        ts = [c["model"][k] for c in ckpts]
+        state[k] = torch.stack([t.float() for t in ts]).mean(0).to(ts[-1].dtype) if ts[-1].is_floating_point() else ts[-1]
+    out = {k: v for k, v in ckpts[-1].items() if k in ("config", "epoch", "history", "best")}
+    out["model"] = state
+    out["averaged"] = {"files": paths, "epochs": [c.get("epoch") for c in ckpts]}
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("-o", "--out", required=True)
+    args = p.parse_args(argv)
+    if len(args.checkpoints) < 2:
+        sys.exit("error: give at least two checkpoints to average")
+    ckpt = average(args.checkpoints)
+    atomic_save(ckpt, args.out)
+    print(f"averaged epochs {ckpt['averaged']['epochs']} -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
