@@ -166,6 +166,12 @@ def test_average_checkpoints(tmp_path):
     assert avg["averaged"]["epochs"] == [1, 2]
     report = export_onnx(tmp_path / "avg.pt", tmp_path / "avg.onnx", name="avg")  # a normal checkpoint
     assert report["max_abs_diff"] < 1e-4
+    torch.save({"model": second["model"]}, tmp_path / "bare.pt")  # e.g. from tools/onnx_to_checkpoint.py
+    tool_mod.main([str(tmp_path / "bare.pt"), str(ckpt), "-o", str(tmp_path / "avg2.pt")])
+    avg2 = torch.load(tmp_path / "avg2.pt")
+    assert avg2["config"] == first["config"] and torch.allclose(avg2["model"][k], avg["model"][k])
+    with pytest.raises(SystemExit, match="none of the checkpoints has a training config"):
+        tool_mod.main([str(tmp_path / "bare.pt"), str(tmp_path / "bare.pt"), "-o", str(tmp_path / "avg3.pt")])
     other = tmp_path / "other.pt"
     (tmp_path / "x").mkdir()
     cnn, _, _ = _checkpoint(tmp_path / "x", "cnn")
