@@ -218,8 +218,12 @@ def test_set_weights_errors_name_the_sets(tmp_path):
         Trainer(tiny_cfg(root, "data.set_weights={a: 0, b: 0}"), tmp_path / "r2")
 
 
-def test_weighted_training_runs(tmp_path):
+def test_weighted_training_and_kept_epoch_checkpoints(tmp_path):
     root = _two_sets(tmp_path)
-    cfg = tiny_cfg(root, "model.arch=cnn", "train.epochs=1", "data.set_weights={a: 2}")
+    cfg = tiny_cfg(root, "model.arch=cnn", "train.epochs=2", "data.set_weights={a: 2}", "train.keep_every=1")
     Trainer(cfg, tmp_path / "r").fit()
-    assert load(tmp_path / "r" / "checkpoints" / "last.pt")["epoch"] >= 1
+    ckpts = tmp_path / "r" / "checkpoints"
+    assert load(ckpts / "last.pt")["epoch"] == 2
+    assert [load(ckpts / f"epoch-00{e}.pt")["epoch"] for e in (1, 2)] == [1, 2]  # kept for averaging
+    with pytest.raises(ConfigError, match="train.keep_every must be >= 0"):
+        load_config(None, ["train.keep_every=-1"])

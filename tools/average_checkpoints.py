@@ -1,7 +1,8 @@
 """Average the weights of several checkpoints of one run (e.g. the last epochs of a cosine
-schedule): a flatter, less epoch-dependent model than any single checkpoint.
+schedule, kept with ``train.keep_every=1``): a flatter, less epoch-dependent model than any
+single checkpoint.
 
-    python tools/average_checkpoints.py runs/cutnet-ft/epochs/epoch-{20..24}.pt -o runs/cutnet-ft/avg.pt
+    python tools/average_checkpoints.py runs/cutnet-ft/checkpoints/epoch-0{20..24}.pt -o runs/cutnet-ft/avg.pt
 
 Floating-point tensors (weights and BatchNorm running statistics) are averaged; integer ones
 (BatchNorm's batch counter) are taken from the last file.

@@ -76,6 +76,7 @@ class TrainConfig:
     channels_last: bool = True
     threads: int | None = None  # torch intra-op threads
     monitor: str = "wF"  # validation metric that picks the best checkpoint
+    keep_every: int = 0  # also keep checkpoints/epoch-NNN.pt every N epochs (0 = off), e.g. to average them
     early_stopping: int | None = 8  # epochs without improvement before stopping
     val_every: int = 1
     log_every: int = 20  # steps between progress-bar updates of the log
@@ -198,6 +199,7 @@ def validate(cfg: Config) -> None:
         (cfg.train.precision in ("auto", "bf16", "fp32"), f"train.precision must be auto, bf16 or fp32, got {cfg.train.precision!r}"),
         (cfg.train.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {cfg.train.device!r}"),
         (cfg.train.epochs >= 1 and cfg.train.batch_size >= 1, "train.epochs and train.batch_size must be >= 1"),
+        (cfg.train.keep_every >= 0, f"train.keep_every must be >= 0 (0 = off), got {cfg.train.keep_every}"),
         (cfg.adversarial.weight >= 0, f"adversarial.weight must be >= 0, got {cfg.adversarial.weight}"),
         (cfg.adversarial.gan_loss in ("bce", "hinge", "lsgan"),
          f"adversarial.gan_loss must be bce, hinge or lsgan, got {cfg.adversarial.gan_loss!r}"),

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -452,6 +453,8 @@ class Trainer:
             stop = self.dist.broadcast_flag(stop)
             improved = self.dist.broadcast_flag(improved)
             self._checkpoint("last.pt")
+            if main and cfg.train.keep_every and self.epoch % cfg.train.keep_every == 0:
+                shutil.copyfile(self.ckpt_dir / "last.pt", self.ckpt_dir / f"epoch-{self.epoch:03d}.pt")
             if improved:
                 self._checkpoint("best.pt")
             if main:
