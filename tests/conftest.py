@@ -5,7 +5,8 @@
                     pointing the bundled-model folder at a temporary one, so code that uses the
                     default model works without the real one;
 * ``remover``       a session-wide ``cleancut.Remover`` on the tiny model;
-* ``square``        a factory for white-rectangle-on-black test images.
+* ``square``        a factory for white-rectangle-on-black test images;
+* ``tool``          loads a script of ``tools/`` as a module: ``tool("ship_model").main([...])``.
 """
 
 from __future__ import annotations
@@ -51,3 +52,17 @@ def remover(tiny_model):
 @pytest.fixture
 def square():
     return square_image
+
+
+@pytest.fixture
+def tool():
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

@@ -117,16 +117,10 @@ def test_onnx_and_torch_score_the_same(tmp_path):
         assert a[key] == pytest.approx(b[key], abs=2e-3), key
 
 
-def test_onnx_to_checkpoint_recovers_trainable_weights(tmp_path):
+def test_onnx_to_checkpoint_recovers_trainable_weights(tmp_path, tool):
     """tools/onnx_to_checkpoint.py: an exported model (BatchNorm folded) back into torch, exact in eval
     mode and close in train mode (BatchNorm statistics re-measured on data)."""
-    import importlib.util
-    from pathlib import Path
-
-    tool = Path(__file__).parents[1] / "tools" / "onnx_to_checkpoint.py"
-    mod_spec = importlib.util.spec_from_file_location("onnx_to_checkpoint", tool)
-    tool_mod = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(tool_mod)
+    tool_mod = tool("onnx_to_checkpoint")
 
     ckpt, model, cfg = _checkpoint(tmp_path, "cutnet")
     export_onnx(ckpt, tmp_path / "m.onnx", name="m")
@@ -145,14 +139,8 @@ def test_onnx_to_checkpoint_recovers_trainable_weights(tmp_path):
         assert (train_out - model(x)).abs().mean() < 0.5 * model(x).abs().mean()
 
 
-def test_average_checkpoints(tmp_path):
-    import importlib.util
-    from pathlib import Path
-
-    tool = Path(__file__).parents[1] / "tools" / "average_checkpoints.py"
-    mod_spec = importlib.util.spec_from_file_location("average_checkpoints", tool)
-    tool_mod = importlib.util.module_from_spec(mod_spec)
-    mod_spec.loader.exec_module(tool_mod)
+def test_average_checkpoints(tmp_path, tool):
+    tool_mod = tool("average_checkpoints")
 
     ckpt, model, cfg = _checkpoint(tmp_path, "unet")
     first = torch.load(ckpt)
