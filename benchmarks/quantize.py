@@ -61,9 +61,13 @@ def write_variant(spec: ModelSpec, model_path: Path, tag: str) -> ModelSpec:
     return get_model(model_path)
 
 
+VARIANTS = ("int8-static-u8", "int8-static-s8", "int8-dynamic", "fp16")
+
+
 def make_variants(spec: ModelSpec, calib: list[datasets.Pair], out: Path,
-                  reduce_range: bool = False) -> dict[str, ModelSpec | str]:
-    """Each variant's spec, or the error text when ONNX Runtime's tooling could not make it."""
+                  reduce_range: bool = False, only: tuple[str, ...] = VARIANTS) -> dict[str, ModelSpec | str]:
+    """Each variant's spec (those named in ``only``), or the error text when ONNX Runtime's tooling
+    could not make it."""
     stem = out / spec.name
     pre = Path(f"{stem}-pre.onnx")
     q.quant_pre_process(str(spec.path), str(pre))  # shape inference + graph cleanup, as ORT advises
@@ -82,6 +86,8 @@ def make_variants(spec: ModelSpec, calib: list[datasets.Pair], out: Path,
     }
     variants: dict[str, ModelSpec | str] = {"fp32": spec}
     for tag, make in makers.items():
+        if tag not in only:
+            continue
         dst = Path(f"{stem}-{tag}.onnx")
         try:
             make(dst)
@@ -153,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for evaluation")
     ap.add_argument("--reduce-range", action="store_true",
                     help="7-bit int8 weights: avoids u8*s8 saturation on x86 CPUs without VNNI")
+    ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
+                    help="which variants to make and score (default: all)")
     ap.add_argument("--tolerance", type=float, default=0.005, help="largest |maxF delta| that passes")
     ap.add_argument("--out", default="benchmarks/out/quantize")
     args = ap.parse_args(argv)
@@ -168,7 +176,7 @@ def main(argv=None) -> int:
         x = to_input(im.convert("RGB"), spec)
 
     rows: dict[str, dict] = {}
-    for tag, variant in make_variants(spec, calib, out, args.reduce_range).items():
+    for tag, variant in make_variants(spec, calib, out, args.reduce_range, tuple(args.variants)).items():
         if isinstance(variant, str):
             rows[tag] = {"error": variant}
             print(f"{tag}: not made ({variant})", flush=True)
