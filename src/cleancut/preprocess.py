@@ -9,18 +9,26 @@ from PIL import Image
 from .models import ModelSpec
 
 
+_RESAMPLE = {"bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS}
+
+
 def to_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
-    """PIL RGB image -> float32 ``[channels, H, W]`` at the model's size, normalised."""
+    """PIL RGB image -> one network input at the model's size: float32 ``[channels, H, W]``,
+    normalised, or the raw uint8 ``[H, W, channels]`` for a ``uint8_nhwc`` model."""
     h, w = spec.input_size
     img = image.convert("L" if spec.channels == 1 else "RGB")
     if img.size != (w, h):
-        img = img.resize((w, h), Image.BILINEAR)
-    return normalise(np.asarray(img), spec.mean, spec.std)
+        img = img.resize((w, h), _RESAMPLE[spec.resample])
+    pixels = np.asarray(img)
+    if spec.input_format == "uint8_nhwc":
+        return pixels if pixels.ndim == 3 else pixels[:, :, None]
+    scale = max(1.0, float(pixels.max())) if spec.input_scale == "max" else 255.0
+    return normalise(pixels, spec.mean, spec.std, scale)
 
 
-def normalise(array: np.ndarray, mean, std) -> np.ndarray:
-    """uint8 ``HxW`` or ``HxWxC`` -> float32 ``CxHxW`` scaled to [0, 1] then ``(x - mean) / std``."""
-    x = array.astype(np.float32) / 255.0
+def normalise(array: np.ndarray, mean, std, scale: float = 255.0) -> np.ndarray:
+    """uint8 ``HxW`` or ``HxWxC`` -> float32 ``CxHxW`` divided by ``scale`` then ``(x - mean) / std``."""
+    x = array.astype(np.float32) / np.float32(scale)
     if x.ndim == 2:
         x = x[:, :, None]
     c = x.shape[2]

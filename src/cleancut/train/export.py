@@ -16,14 +16,30 @@ from .data import MEAN, STD
 from .losses import main_output
 
 
-class _Deployable(torch.nn.Module):
-    """Wraps a trained network into the ONNX contract: normalised image in, probability out."""
+INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
 
-    def __init__(self, net: torch.nn.Module):
+
+class _Deployable(torch.nn.Module):
+    """Wraps a trained network into the ONNX contract: image in, probability out. The image is
+    normalised float ``[N, C, H, W]``, or (``uint8_nhwc``) the raw pixels ``[N, H, W, C]``, which the
+    graph itself scales and normalises: the runtime then does no float work in numpy."""
+
+    def __init__(self, net: torch.nn.Module, input_format: str = "float_nchw", channels: int = 3, size: int = 0):
         super().__init__()
         self.net = net
+        self.shape = (-1, channels, size, size)  # static H, W for the exporter's shape inference
+        self.uint8 = input_format == "uint8_nhwc"
+        mean = MEAN[:channels] if channels == 3 else [float(np.mean(MEAN))]
+        std = STD[:channels] if channels == 3 else [float(np.mean(STD))]
+        # x / 255 then (x - mean) / std, folded into one multiply-add
+        scale = torch.tensor([1.0 / (255.0 * s) for s in std]).view(1, -1, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(mean, std)]).view(1, -1, 1, 1)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("shift", shift, persistent=False)
 
     def forward(self, image):
+        if self.uint8:
+            image = image.permute(0, 3, 1, 2).reshape(self.shape).float() * self.scale + self.shift
         logits = main_output(self.net(image))
         if logits.shape[-2:] != image.shape[-2:]:
             logits = torch.nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
@@ -31,18 +47,21 @@ class _Deployable(torch.nn.Module):
 
 
 def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None, size: int | None = None,
-                opset: int = 17, tolerance: float = 1e-4, extra: dict | None = None) -> dict:
+                opset: int = 17, tolerance: float = 1e-4, extra: dict | None = None,
+                input_format: str = "float_nchw") -> dict:
     """Write ``out`` (.onnx) and its ``.json`` spec; return the parity report."""
+    if input_format not in INPUT_FORMATS:
+        raise ModelError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
     ckpt = load(checkpoint)
     net, cfg = model_from_checkpoint(ckpt)
-    model = _Deployable(net).eval()
     size = size or cfg.data.size
     channels = 1 if cfg.data.grayscale else 3
+    model = _Deployable(net, input_format, channels, size).eval()
     out = Path(out)
     if out.suffix != ".onnx":
         raise ModelError(f"export target {out}: expected a file name ending in .onnx")
     out.parent.mkdir(parents=True, exist_ok=True)
-    dummy = torch.randn(1, channels, size, size)
+    dummy = _example(input_format, 1, channels, size)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         with warnings.catch_warnings():
@@ -54,7 +73,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
         tmp.unlink(missing_ok=True)
         raise ModelError(f"ONNX export of {cfg.model.arch} at {size}x{size} failed: {str(exc).splitlines()[0]} "
                          "(for cutnet the size must be a multiple of 128)") from None
-    report = parity(model, tmp, channels, size)
+    report = parity(model, tmp, channels, size, input_format=input_format)
     if report["max_abs_diff"] > tolerance:
         tmp.unlink()
         raise ModelError(f"ONNX export of {checkpoint} differs from torch by {report['max_abs_diff']:.2e} "
@@ -65,7 +84,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
         "arch_kwargs": cfg.model.kwargs, "input_size": [size, size], "channels": channels,
         "mean": list(MEAN[:channels]) if channels == 3 else [float(np.mean(MEAN))],
         "std": list(STD[:channels]) if channels == 3 else [float(np.mean(STD))],
-        "input_name": "image", "output_name": "alpha",
+        "input_name": "image", "output_name": "alpha", "input_format": input_format,
         "parameters": int(sum(p.numel() for p in net.parameters())),
         "training": {"data": cfg.data.roots, "train_split": cfg.data.train_split, "epochs": ckpt.get("epoch"),
                      "config": cfg.to_dict()},
@@ -79,12 +98,20 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
     return report
 
 
-def parity(model: torch.nn.Module, onnx_path: Path, channels: int, size: int, batch: int = 2, seed: int = 0) -> dict:
+def _example(input_format: str, batch: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    if input_format == "uint8_nhwc":
+        return torch.from_numpy(rng.integers(0, 256, (batch, size, size, channels), dtype=np.uint8))
+    return torch.from_numpy(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
+
+
+def parity(model: torch.nn.Module, onnx_path: Path, channels: int, size: int, batch: int = 2, seed: int = 0,
+           input_format: str = "float_nchw") -> dict:
     import onnxruntime as ort
 
-    x = torch.from_numpy(np.random.default_rng(seed).standard_normal((batch, channels, size, size)).astype(np.float32))
+    x = _example(input_format, batch, channels, size, seed)
     with torch.no_grad():
         ref = model(x).numpy()
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = sess.run(["alpha"], {"image": x.numpy()})[0]
-    return {"max_abs_diff": float(np.abs(got - ref).max()), "batch": batch, "size": size}
+    return {"max_abs_diff": float(np.abs(got - ref).max()), "batch": batch, "size": size, "input": input_format}

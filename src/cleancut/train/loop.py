@@ -220,6 +220,13 @@ class Trainer:
         self.per_proc_batch = max(1, cfg.train.batch_size // self.dist.world)
         in_ch = 1 if cfg.data.grayscale else 3
         model = archs.build(cfg.model.arch, in_channels=in_ch, **cfg.model.kwargs)
+        self.encoder = getattr(model, "encoder", None)
+        uses_encoder = cfg.model.pretrained or cfg.optim.encoder_lr_mult != 1 or cfg.train.freeze_encoder_epochs
+        if uses_encoder and self.encoder is None:
+            raise ConfigError(f"model.pretrained, optim.encoder_lr_mult and train.freeze_encoder_epochs need an "
+                              f"architecture with a pretrained encoder (e.g. litefpn); {cfg.model.arch!r} has none")
+        if cfg.model.pretrained and not resume and not init:
+            self.init_report = model.load_pretrained(cfg.model.pretrained)
         if init:
             self._init_from(model, init)
         self.model = model.to(self.dist.device)
@@ -237,9 +244,18 @@ class Trainer:
         if self.steps_per_epoch < 1:
             raise ConfigError(f"{len(self.dataset)} training pairs are fewer than one batch of {cfg.train.batch_size}; lower train.batch_size")
         opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
-        self.optimizer = opt_cls(self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
+        groups = [{"params": [p for p in self.model.parameters()], "lr": cfg.optim.lr}]
+        schedule = lr_lambda(cfg, self.steps_per_epoch)
+        lambdas = [schedule]
+        if self.encoder is not None:
+            enc = {id(p) for p in self.encoder.parameters()}
+            groups = [{"params": [p for p in self.model.parameters() if id(p) not in enc], "lr": cfg.optim.lr},
+                      {"params": list(self.encoder.parameters()), "lr": cfg.optim.lr * cfg.optim.encoder_lr_mult}]
+            frozen_steps = cfg.train.freeze_encoder_epochs * self.steps_per_epoch
+            lambdas = [schedule, lambda step: 0.0 if step < frozen_steps else schedule(step)]
+        self.optimizer = opt_cls(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                                  betas=tuple(cfg.optim.betas))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg, self.steps_per_epoch))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambdas)
         self.epoch = 0
         self.best = None
         self.bad_epochs = 0
@@ -287,8 +303,9 @@ class Trainer:
         path = self.ckpt_dir / "last.pt"
         ckpt = load(path)
         saved = ckpt["config"]
+        defaults = Config().to_dict()
         for section in ("model",):
-            if saved[section] != self.cfg.to_dict()[section]:
+            if {**defaults[section], **saved[section]} != self.cfg.to_dict()[section]:
                 raise CheckpointError(f"--resume: {path} was trained with {section}={saved[section]}, the config says "
                                       f"{self.cfg.to_dict()[section]}; resume with the run's own config.yaml")
         self.model.load_state_dict(ckpt["model"])
@@ -339,8 +356,20 @@ class Trainer:
                           drop_last=True, pin_memory=self.dist.device.type == "cuda",
                           multiprocessing_context="fork" if workers and sys.platform == "linux" else None)
 
+    def _apply_freeze(self) -> bool:
+        """Freeze the encoder during the first ``train.freeze_encoder_epochs`` epochs: no gradients
+        (single process; under DDP its learning rate is 0 instead) and BatchNorm statistics kept."""
+        frozen = self.encoder is not None and self.epoch < self.cfg.train.freeze_encoder_epochs
+        if self.encoder is not None:
+            if self.dist.world == 1:
+                self.encoder.requires_grad_(not frozen)
+            if frozen:
+                self.encoder.eval()
+        return frozen
+
     def train_epoch(self, bar=None) -> dict[str, float]:
         self.ddp.train()
+        self._apply_freeze()
         dev = self.dist.device
         autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if self.bf16 else nullcontext()
         total_loss = total_acc = 0.0

@@ -27,3 +27,26 @@ class SeparableConv(nn.Sequential):
 
 def upsample_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return nn.functional.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class PyramidPooling(nn.Module):
+    def __init__(self, cin: int, cout: int, bins=(1, 2, 4)):
+        super().__init__()
+        branch = max(cin // 4, 8)
+        self.bins = tuple(bins)
+        self.stages = nn.ModuleList(
+            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(cin, branch, 1, bias=False), nn.ReLU(inplace=True)) for b in bins
+        )
+        self.fuse = ConvBNReLU(cin + branch * len(bins), cout, 1)
+
+    def forward(self, x):
+        if torch.onnx.is_in_onnx_export():
+            # the exporter cannot size an adaptive pool whose input size it cannot infer (after an
+            # explicit Pad with a dynamic batch); at a fixed export size it is a plain average pool
+            h, w = int(x.shape[-2]), int(x.shape[-1])
+            pooled = [stage[1:](nn.functional.avg_pool2d(x, (h // b, w // b))) if b > 1 else stage(x)
+                      for b, stage in zip(self.bins, self.stages)]
+        else:
+            pooled = [stage(x) for stage in self.stages]
+        feats = [x] + [upsample_like(p, x) for p in pooled]
+        return self.fuse(torch.cat(feats, dim=1))

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from . import register
-from ._blocks import ConvBNReLU, SeparableConv, upsample_like
+from ._blocks import ConvBNReLU, PyramidPooling, SeparableConv, upsample_like
 
 
 class InvertedResidual(nn.Module):
@@ -35,20 +35,6 @@ class InvertedResidual(nn.Module):
     def forward(self, x):
         y = self.block(x)
         return x + y if self.use_res else y
-
-
-class PyramidPooling(nn.Module):
-    def __init__(self, cin: int, cout: int, bins=(1, 2, 4)):
-        super().__init__()
-        branch = max(cin // 4, 8)
-        self.stages = nn.ModuleList(
-            nn.Sequential(nn.AdaptiveAvgPool2d(b), nn.Conv2d(cin, branch, 1, bias=False), nn.ReLU(inplace=True)) for b in bins
-        )
-        self.fuse = ConvBNReLU(cin + branch * len(bins), cout, 1)
-
-    def forward(self, x):
-        feats = [x] + [upsample_like(stage(x), x) for stage in self.stages]
-        return self.fuse(torch.cat(feats, dim=1))
 
 
 @register("cutnet")

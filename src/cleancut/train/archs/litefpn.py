@@ -1,0 +1,51 @@
+"""LiteFPN: an ImageNet-pretrained EfficientNet-Lite encoder with a light top-down decoder.
+
+- Encoder: ``_encoders.EfficientNetLite`` (features at strides 2 ... 32); ``model.pretrained``
+  loads its ImageNet weights (see ``Trainer``), which is what lets the model know objects its
+  segmentation data never showed it.
+- Context: pyramid pooling on the stride-32 features (as in CutNet).
+- Decoder: top-down path through strides 16, 8, 4, 2; each step adds a projected encoder skip to
+  the upsampled coarser map and refines with a separable conv; its width narrows towards the
+  fine levels (``decoder``, ``decoder``, 3/4, 1/2) to keep the high-resolution steps cheap.
+- Deep supervision: a logit head per decoder level; inference uses the finest (stride 2).
+
+Input sizes must be multiples of 128 for ONNX export (the pyramid pooling's 4x4 bins).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from . import register
+from ._blocks import ConvBNReLU, PyramidPooling, SeparableConv, upsample_like
+from ._encoders import build_encoder
+
+
+@register("litefpn")
+class LiteFPN(nn.Module):
+    def __init__(self, in_channels: int = 3, encoder: str = "efficientnet-lite0", decoder: int = 64,
+                 dropout: float = 0.1, deep_supervision: bool = True):
+        super().__init__()
+        self.encoder = build_encoder(encoder, in_channels)
+        skips = self.encoder.out_channels[:-1]  # strides 2, 4, 8, 16
+        widths = [decoder, decoder, max(8, decoder * 3 // 4 // 8 * 8), max(8, decoder // 2 // 8 * 8)]  # s16 .. s2
+        self.context = PyramidPooling(self.encoder.out_channels[-1], decoder)
+        self.dropout = nn.Dropout2d(dropout)
+        prev = [decoder] + widths[:-1]
+        self.proj = nn.ModuleList(ConvBNReLU(s, p, 1) for s, p in zip(reversed(skips), prev))
+        self.fuse = nn.ModuleList(SeparableConv(p, w) for p, w in zip(prev, widths))
+        self.heads = nn.ModuleList(nn.Conv2d(w, 1, 3, padding=1) for w in widths)
+        self.deep_supervision = deep_supervision
+
+    def load_pretrained(self, source: str = "auto") -> str:
+        return self.encoder.load_pretrained(source)
+
+    def forward(self, x):
+        feats = self.encoder(x)
+        y = self.dropout(self.context(feats.pop()))
+        outs = []
+        for proj, fuse, head, skip in zip(self.proj, self.fuse, self.heads, reversed(feats)):
+            y = fuse(upsample_like(y, skip) + proj(skip))
+            outs.append(head(y))
+        outs.reverse()  # finest (main) first
+        return outs if (self.training and self.deep_supervision) else outs[0]
