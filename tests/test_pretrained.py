@@ -161,3 +161,15 @@ def test_boundary_weighted_loss_spends_its_attention_on_edges():
     weighted = SegLoss(LossConfig(pos_weight=None, boundary=5.0, boundary_kernel=7))
     assert plain(edge_miss, target).item() == pytest.approx(plain(flat_miss, target).item(), rel=1e-4)
     assert weighted(edge_miss, target).item() > 1.5 * weighted(flat_miss, target).item()
+
+
+def test_evaluate_a_checkpoint_at_another_size(tmp_path, capsys):
+    import json
+
+    ckpt = _tiny_litefpn_checkpoint(tmp_path)
+    root = make_shapes_dataset(tmp_path / "shapes", n=4, size=64, seed=0)
+    assert cli_main(["evaluate", str(ckpt), "--data", str(root), "--split", "all", "--size", "64",
+                     "-o", str(tmp_path / "e64")]) == 0
+    assert json.loads((tmp_path / "e64" / "metrics.json").read_text())["meta"]["input_size"] == [64, 64]
+    assert cli_main(["evaluate", str(ckpt), "--data", str(root), "--split", "all", "--size", "50"]) == 2
+    assert "multiple of 32" in capsys.readouterr().err

@@ -17,19 +17,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", help="report folder for metrics.json and curves.png (default: <model>-eval)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
+    p.add_argument("--size", type=int, default=None,
+                   help="checkpoints only: run at this input size instead of the training size (multiple of 32)")
     p.set_defaults(func=run)
 
 
-def load_model(name: str, threads: int | None = None):
+def load_model(name: str, threads: int | None = None, size: int | None = None):
     """An object with ``spec`` and ``predict_batch``, for ONNX models and torch checkpoints alike."""
+    from ..errors import ConfigError
+
     p = Path(name)
+    if size is not None and (size < 32 or size % 32):
+        raise ConfigError(f"--size must be a multiple of 32, got {size}")
     if p.suffix == ".pt" or (p.is_dir() and (p / "checkpoints").is_dir()):
         from .._deps import require
 
         require("torch", "evaluating a training checkpoint")
         from ..train.predict import TorchModel
 
-        return TorchModel.from_checkpoint(p)
+        return TorchModel.from_checkpoint(p, size=size)
+    if size is not None:
+        raise ConfigError("--size applies to checkpoints; an exported model runs at the size it was exported at "
+                          "(re-export it with cleancut export --size)")
     from ..evaluate import OnnxModel
     from ..models import get_model
 
@@ -41,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import DatasetError
     from ..evaluate import evaluate, write_report
 
-    model = load_model(args.model, args.threads)
+    model = load_model(args.model, args.threads, args.size)
     selected = datasets.select(args.data, args.split)
     results, curves = {}, {}
     for split, pairs in selected.items():

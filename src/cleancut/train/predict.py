@@ -11,8 +11,8 @@ from .data import MEAN, STD
 from .losses import main_output
 
 
-def spec_for(cfg, name: str = "checkpoint", arch: str | None = None) -> ModelSpec:
-    size = cfg.data.size
+def spec_for(cfg, name: str = "checkpoint", arch: str | None = None, size: int | None = None) -> ModelSpec:
+    size = size or cfg.data.size
     return ModelSpec(name=name, file="", input_size=(size, size), architecture=arch or cfg.model.arch,
                      channels=1 if cfg.data.grayscale else 3, mean=MEAN, std=STD)
 
@@ -25,9 +25,10 @@ class TorchModel:
         self.bf16 = bf16
 
     @classmethod
-    def from_checkpoint(cls, path) -> "TorchModel":
+    def from_checkpoint(cls, path, size: int | None = None) -> "TorchModel":
+        """``size``: run at this input size instead of the training size."""
         model, cfg = model_from_checkpoint(load(path))
-        return cls(model, spec_for(cfg, name=str(path)))
+        return cls(model, spec_for(cfg, name=str(path), size=size))
 
     @torch.no_grad()
     def predict_batch(self, x: np.ndarray) -> np.ndarray:
