@@ -80,7 +80,7 @@ class Teacher:
     def __init__(self, model: str | os.PathLike, threads: int | None = None, pad: float = 0.12):
         from .runtime import Session
 
-        self.session = Session(model, threads=threads)
+        self.session = Session(model, threads=threads, spinning=False)  # a long job beside others
         self.pad = pad
 
     def label(self, image: Image.Image) -> tuple[np.ndarray, dict[str, float]]:

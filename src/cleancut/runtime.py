@@ -41,7 +41,7 @@ class Session:
 
     def __init__(self, model: ModelSpec | str | Path | None = None,
                  providers: Sequence[str] | None = None, threads: int | None = None,
-                 batch_size: int = 8):
+                 batch_size: int = 8, spinning: bool = True):
         self.spec = model if isinstance(model, ModelSpec) else get_model(model)
         self.spec.verify()
         self.providers = choose_providers(providers)
@@ -50,6 +50,8 @@ class Session:
         if threads:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
+        if not spinning:  # idle threads sleep instead of spinning: kinder to a CPU shared with other jobs
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(self.spec.path), sess_options=options,
                                                  providers=self.providers)
