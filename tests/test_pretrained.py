@@ -173,3 +173,17 @@ def test_evaluate_a_checkpoint_at_another_size(tmp_path, capsys):
     assert json.loads((tmp_path / "e64" / "metrics.json").read_text())["meta"]["input_size"] == [64, 64]
     assert cli_main(["evaluate", str(ckpt), "--data", str(root), "--split", "all", "--size", "50"]) == 2
     assert "multiple of 32" in capsys.readouterr().err
+
+
+def test_fp16_weights_halve_the_file_and_keep_the_output(tmp_path):
+    ckpt = _tiny_litefpn_checkpoint(tmp_path)
+    export_onnx(ckpt, tmp_path / "fp32.onnx", input_format="uint8_nhwc")
+    report = export_onnx(ckpt, tmp_path / "fp16.onnx", input_format="uint8_nhwc", fp16_weights=True)
+    assert report["weights"] == "fp16" and report["max_abs_diff"] < 2e-3
+    small, big = (tmp_path / "fp16.onnx").stat().st_size, (tmp_path / "fp32.onnx").stat().st_size
+    assert small < 0.6 * big
+    with Image.open(SAMPLES[1]) as im:
+        photo = im.convert("RGB")
+    a = Session(get_model(tmp_path / "fp32.onnx")).predict([photo])[0]
+    b = Session(get_model(tmp_path / "fp16.onnx")).predict([photo])[0]
+    assert np.abs(a - b).max() < 5e-3

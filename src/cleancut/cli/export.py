@@ -12,7 +12,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "-o", required=True, help="output .onnx path (the .json spec goes beside it)")
     p.add_argument("--name", help="model name in the spec (default: the file stem)")
     p.add_argument("--size", type=int, help="input size (default: the training size)")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max abs difference allowed vs torch")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="max abs difference allowed vs torch (default 1e-4; 2e-3 with --fp16-weights)")
+    p.add_argument("--fp16-weights", action="store_true",
+                   help="store the convolution weights as float16 (half the file; ONNX Runtime computes in "
+                        "float32 after casting them back once at load)")
     p.add_argument("--output-levels", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="calibration the runtime applies: alpha = clip((p - LOW) / (HIGH - LOW)) (default: none)")
     p.add_argument("--uint8-input", action="store_true",
@@ -29,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     extra = {"output_levels": args.output_levels} if args.output_levels else None
     report = export_onnx(args.checkpoint, args.out, name=args.name, size=args.size, tolerance=args.tolerance,
-                         extra=extra, input_format="uint8_nhwc" if args.uint8_input else "float_nchw")
+                         extra=extra, input_format="uint8_nhwc" if args.uint8_input else "float_nchw",
+                         fp16_weights=args.fp16_weights)
     print(f"wrote {args.out} (+ .json); ONNX Runtime vs torch max abs difference {report['max_abs_diff']:.2e}")
     return 0

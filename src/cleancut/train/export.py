@@ -46,10 +46,19 @@ class _Deployable(torch.nn.Module):
         return torch.sigmoid(logits)
 
 
+FP16_TOLERANCE = 2e-3  # parity bound for fp16-stored weights (their rounding moves probabilities ~1e-3)
+
+
 def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None, size: int | None = None,
-                opset: int = 17, tolerance: float = 1e-4, extra: dict | None = None,
-                input_format: str = "float_nchw") -> dict:
-    """Write ``out`` (.onnx) and its ``.json`` spec; return the parity report."""
+                opset: int = 17, tolerance: float | None = None, extra: dict | None = None,
+                input_format: str = "float_nchw", fp16_weights: bool = False) -> dict:
+    """Write ``out`` (.onnx) and its ``.json`` spec; return the parity report.
+
+    ``fp16_weights`` stores the convolution weights as float16 (half the file) behind Cast nodes
+    that ONNX Runtime folds back to float32 when it loads the model: the file shrinks, the
+    computation stays float32."""
+    if tolerance is None:
+        tolerance = FP16_TOLERANCE if fp16_weights else 1e-4
     if input_format not in INPUT_FORMATS:
         raise ModelError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
     ckpt = load(checkpoint)
@@ -73,7 +82,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
         tmp.unlink(missing_ok=True)
         raise ModelError(f"ONNX export of {cfg.model.arch} at {size}x{size} failed: {str(exc).splitlines()[0]} "
                          "(for cutnet the size must be a multiple of 128)") from None
+    if fp16_weights:
+        store_weights_fp16(tmp)
     report = parity(model, tmp, channels, size, input_format=input_format)
+    report["weights"] = "fp16" if fp16_weights else "fp32"
     if report["max_abs_diff"] > tolerance:
         tmp.unlink()
         raise ModelError(f"ONNX export of {checkpoint} differs from torch by {report['max_abs_diff']:.2e} "
@@ -115,3 +127,33 @@ def parity(model: torch.nn.Module, onnx_path: Path, channels: int, size: int, ba
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = sess.run(["alpha"], {"image": x.numpy()})[0]
     return {"max_abs_diff": float(np.abs(got - ref).max()), "batch": batch, "size": size, "input": input_format}
+
+
+def store_weights_fp16(path: Path, min_elements: int = 256) -> int:
+    """Rewrite the ONNX file so that every Conv weight of at least ``min_elements`` is stored as
+    float16 and cast back to float32 by a Cast node (constant-folded by ONNX Runtime at load).
+    Returns the number of weights converted."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    conv_weights = {n.input[1] for n in graph.node if n.op_type == "Conv" and len(n.input) > 1}
+    casts, converted = [], 0
+    for init in list(graph.initializer):
+        if init.name not in conv_weights or init.data_type != TensorProto.FLOAT:
+            continue
+        array = numpy_helper.to_array(init)
+        if array.size < min_elements:
+            continue
+        half = numpy_helper.from_array(array.astype(np.float16), f"{init.name}__fp16")
+        graph.initializer.remove(init)
+        graph.initializer.append(half)
+        casts.append(helper.make_node("Cast", [half.name], [init.name], to=TensorProto.FLOAT,
+                                      name=f"{init.name}__cast"))
+        converted += 1
+    for node in reversed(casts):
+        graph.node.insert(0, node)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return converted
