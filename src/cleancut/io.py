@@ -38,8 +38,10 @@ FORMAT_SUFFIX = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}
 _SUFFIX_FORMAT = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
 _PIL_FORMAT = {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+#: what Pillow's decoders raise on bad data (found by fuzzing, fuzz/regressions/decode/: a DDS
+#: pixel format it lacks raises NotImplementedError, a broken AVIF file RuntimeError)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
-                  KeyError, ZeroDivisionError, MemoryError)
+                  KeyError, ZeroDivisionError, MemoryError, RuntimeError)
 
 
 class AnimatedImageWarning(UserWarning):
@@ -164,7 +166,10 @@ def _decode(img: Image.Image, name: str) -> Image.Image:
         upright = ImageOps.exif_transpose(img) or img
         icc = img.info.get("icc_profile")
         if not icc:  # untagged: taken as sRGB, as every viewer does
-            return to_rgb_or_rgba(upright)
+            out = to_rgb_or_rgba(upright)
+            if out.info.get("icc_profile"):  # LAB -> RGB: Pillow tags the new image as sRGB
+                out.info.pop("icc_profile")
+            return out
         return _to_srgb(upright, icc, name)
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{name}: cannot decode the image ({type(exc).__name__}: {exc}).") from None
@@ -199,6 +204,8 @@ def _to_srgb(img: Image.Image, icc: bytes, name: str) -> Image.Image:
             out = _srgb_transform(icc, "CMYK").apply(img)
         elif space == "RGB" and not cmyk:
             out = _apply_keeping_alpha(to_rgb_or_rgba(img), _srgb_transform(icc, "RGB"))
+        elif space == "Lab" and img.mode == "LAB":  # device-independent: Pillow converts it
+            out = to_rgb_or_rgba(img)
         elif space == "GRAY" and img.mode in _GRAY_MODES:
             base = to_rgb_or_rgba(img)
             out = _apply_keeping_alpha(base, _srgb_transform(icc, "L"), base.getchannel("R"))

@@ -237,6 +237,16 @@ class OptionInfo:
             return ",".join(value)
         return value
 
+    def text(self, value: Any) -> str:
+        """A converted value as a user types it on the command line or in a query string
+        (``none`` when unset); :class:`RemoveOptions` reads it back to the same value."""
+        if value is None:
+            return "none"
+        if self.kind == "bool":
+            return "true" if value else "false"
+        external = self.external(value)
+        return repr(external) if isinstance(external, float) else str(external)
+
     def describe_default(self) -> str:
         if self.default is None:
             return "-"
@@ -306,7 +316,8 @@ def _convert(info: OptionInfo, value: Any) -> Any:
         return os.fspath(value)
     if kind == "list":
         items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        if (not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items)
+                or any("," in i for i in items)):  # a name with a comma would not read back
             raise _invalid(info, "a comma-separated list of names", value)
         cleaned = tuple(i.strip() for i in items if i.strip())
         return cleaned or None
@@ -358,10 +369,9 @@ def parse_color(value: Any, info: OptionInfo | None = None) -> tuple[int, int, i
             from PIL import ImageColor
 
             try:
-                rgb = ImageColor.getrgb(text)
+                parts = ImageColor.getrgb(text)  # unchecked: "hsv(0,101%,100%)" gives -2
             except ValueError:
                 raise _invalid(info, expected, value) from None
-            return tuple(rgb) + (255,) * (4 - len(rgb))  # type: ignore[return-value]
     if not isinstance(parts, (list, tuple)) or len(parts) not in (3, 4):
         raise _invalid(info, expected, value)
     try:
