@@ -7,8 +7,11 @@ with an install hint.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import sys
+import threading
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -118,9 +121,52 @@ def trimap(alpha: np.ndarray, erode: int, dilate: int) -> np.ndarray:
     return tri
 
 
+#: an import of pymatting slower than this is announced: numba is compiling its kernels
+COMPILE_NOTICE_AFTER_S = 3.0
+_import_lock = threading.Lock()
+
+
+def matting_available() -> bool:
+    """Whether alpha matting can run here (pymatting and scipy installed), without importing them."""
+    return all(importlib.util.find_spec(name) is not None for name in ("pymatting", "scipy"))
+
+
+def _import_pymatting(feature: str) -> None:
+    """Import pymatting, saying what happens when it takes long.
+
+    pymatting declares its numba kernels with signatures and ``cache=True``, so its first import
+    on a machine compiles all of them (about a minute) and stores them in numba's on-disk cache
+    (``__pycache__`` beside pymatting, else ``~/.cache/numba``, or ``$NUMBA_CACHE_DIR``); later
+    imports load them in a second or two. An import still running after ``COMPILE_NOTICE_AFTER_S``
+    is announced by a warning on the ``cleancut.refine`` logger, and its end by a second one."""
+    with _import_lock:
+        if "pymatting" in sys.modules:
+            return
+        announced = threading.Event()
+
+        def announce() -> None:
+            announced.set()
+            log.warning("preparing the alpha-matting kernels: numba compiles them on a machine's first use "
+                        "(once, about a minute) and loads them from its cache afterwards ...")
+
+        timer = threading.Timer(COMPILE_NOTICE_AFTER_S, announce)
+        timer.daemon = True
+        started = time.perf_counter()
+        timer.start()
+        try:
+            require("pymatting", feature)
+        finally:
+            timer.cancel()
+            timer.join()
+        if announced.is_set():
+            log.warning("alpha-matting kernels ready after %.0f s", time.perf_counter() - started)
+
+
 def _pymatting(feature: str):
-    """pymatting, with its incomplete-Cholesky module's ``print`` of "PERFORMANCE WARNING"
-    routed to logging: printed to stdout it would corrupt ``cleancut remove - > out.png``."""
+    """pymatting (imported with a notice while numba compiles it, see :func:`_import_pymatting`),
+    with its incomplete-Cholesky module's ``print`` of "PERFORMANCE WARNING" routed to logging:
+    printed to stdout it would corrupt ``cleancut remove - > out.png``."""
+    _import_pymatting(feature)
     pymatting = require("pymatting", feature)
     ichol_module = sys.modules.get("pymatting.preconditioner.ichol")
     if ichol_module is not None and getattr(ichol_module, "print", None) is not _log_print:
