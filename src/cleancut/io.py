@@ -91,6 +91,8 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
             raise ImageError(f"{name}: no such file.") from None
         except OSError as exc:
             raise ImageError(f"{name}: cannot read the file ({exc.strerror or exc}).") from None
+        except ValueError:  # a NUL in the name, which no file system takes
+            raise ImageError(f"{name!r}: not a valid file name (it contains a NUL character).") from None
         if path.is_dir():
             raise ImageError(f"{name}: expected an image file, found a folder.")
         if size == 0:
