@@ -75,14 +75,15 @@ def build_tiny_model(folder: Path, size: int) -> Path:
     return write_tiny_model(folder, name="tiny", input_size=(size, size))
 
 
-def start_server(args, model: str, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(args, model: str, port: int, log_path: Path, extra: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "cleancut", "serve", "--model", model, "--host", "127.0.0.1",
            "--port", str(port), "--workers", str(args.workers), "--max-queue", str(args.max_queue),
-           "--log-level", args.log_level]
+           "--log-level", args.log_level, *extra]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     log = open(log_path, "w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
 
 def wait_ready(proc: subprocess.Popen, base: str, log_path: Path, timeout: float = 120.0) -> None:

@@ -40,7 +40,6 @@ MEMORY_BUDGET = 64 * MAX_PIXELS + 16 * MAX_UPLOAD + 48 * 2**20
 
 SAFE_DISPOSITION = re.compile(r'inline; filename="[A-Za-z0-9._-]{1,100}"')
 IMAGE_MAGIC = {"image/png": b"\x89PNG", "image/jpeg": b"\xff\xd8\xff", "image/webp": b"RIFF"}
-BOUNDARY = "cleancutFuzzBoundary"
 
 _server = None
 
@@ -121,21 +120,12 @@ def encode_input(query: str, content_type: str, body: bytes, flags: int = 0) -> 
     return bytes([flags]) + query.encode() + b"\n" + content_type.encode("latin-1") + b"\n" + body
 
 
-def multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = BOUNDARY) -> bytes:
-    """A multipart/form-data body; ``(name, filename or None for a text field, data)``."""
-    out = b""
-    for name, filename, data in parts:
-        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
-        kind = "Content-Type: application/octet-stream\r\n" if filename is not None else ""
-        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n{kind}\r\n".encode() + data + b"\r\n"
-    return out + f"--{boundary}--\r\n".encode()
-
-
 def seeds() -> dict[str, bytes]:
-    from corpus import image_seeds
+    from corpus import image_seeds  # both put tests/ on sys.path
+    from formdata import content_type, form_data as multipart
 
     images = image_seeds()
-    form = f"multipart/form-data; boundary={BOUNDARY}"
+    form = content_type()
     photo, png = images["jpeg-RGB"], images["png-RGBA"]
     cases = {
         "raw-jpeg": encode_input("", "image/jpeg", photo),
