@@ -366,6 +366,24 @@ def test_pixel_cap_is_configurable_and_applies_to_every_source(square):
         assert cio.load_image(source, max_pixels=400).size == (20, 20)
 
 
+def test_gif_frame_size_is_checked_before_pillow_allocates_it():
+    """Pillow's GIF reader allocates the first frame's disposal buffer inside Image.open; a
+    300-byte GIF claiming 2060 x 33536 (69 MP) must be refused before that (found by fuzzing)."""
+    import resource
+
+    data = (Path(__file__).resolve().parents[1] / "fuzz/regressions/decode/gif-first-frame-extent-allocated-by-open").read_bytes()
+    assert len(data) < 400
+    assert cio.gif_canvas_size(io.BytesIO(data)) == (2060, 33536)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(ImageTooLargeError, match="2060x33536"):
+        cio.load_image(data, max_pixels=10**6)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 32 * 1024  # KiB: far below 69 MB
+    frame = struct.pack("<4H", 3, 4, 20, 10) + b"\0"  # a frame past the logical screen grows the canvas
+    gif = b"GIF89a" + struct.pack("<HHBBB", 8, 8, 0, 0, 0) + b"!\xf9\x04\x08\x00\x00\x00\x00" + b"," + frame
+    assert cio.gif_canvas_size(io.BytesIO(gif)) == (23, 14)
+    assert cio.gif_canvas_size(io.BytesIO(b"GIF89a")) is None and cio.gif_canvas_size(io.BytesIO(b"\x89PNG")) is None
+
+
 def test_pillow_decompression_bomb_becomes_image_too_large():
     with pytest.raises(ImageTooLargeError, match="Pillow refuses"):
         cio.load_image(png_header_only(100_000, 100_000), max_pixels=10**12)

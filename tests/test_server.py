@@ -333,6 +333,16 @@ def test_413_decompression_bomb_header(client):
     assert_error(post_file(client, bomb), 413, "too_many_pixels")
 
 
+def test_413_gif_frame_bigger_than_the_cap(tiny_model):
+    """Checked before Image.open, which would allocate the frame (fuzz/regressions/upload)."""
+    from pathlib import Path
+
+    gif = (Path(__file__).resolve().parents[1] / "fuzz/regressions/decode/gif-first-frame-extent-allocated-by-open").read_bytes()
+    with TestClient(make_app(tiny_model, options=RemoveOptions(max_pixels=10**6))) as c:
+        body = assert_error(post_file(c, gif, name="tiny.gif"), 413, "too_many_pixels", "2060x33536")
+        assert body["detail"]["width"] == 2060
+
+
 @pytest.mark.parametrize("data, found", [(b"hello, this is not an image", "text starting with 'hello"),
                                          (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", "binary data"),
                                          (b"\x00\x01\x02\x03" * 20, "binary data starting with 00 01 02 03")])

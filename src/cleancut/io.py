@@ -137,7 +137,50 @@ def _sniff(fp: BinaryIO) -> str:
     return f"binary data starting with {head[:8].hex(' ')}"
 
 
+def gif_canvas_size(fp: BinaryIO) -> tuple[int, int] | None:
+    """The size Pillow gives a GIF, read without Pillow: the logical screen grown to the first
+    frame's extent. Pillow allocates that frame's disposal buffer inside ``Image.open``, before a
+    caller can compare the size with a pixel cap, so a 300-byte GIF claiming 69 megapixels costs
+    69 MB there (found by fuzzing: fuzz/regressions/decode/gif-first-frame-extent-allocated-by-open).
+
+    Returns None when ``fp`` is not a GIF, cannot seek, or has no frame (Pillow then reports the
+    problem). Blocks are walked as Pillow walks them; ``fp`` is left at its start."""
+    try:
+        fp.seek(0)
+    except (OSError, ValueError):
+        return None
+    try:
+        head = fp.read(13)
+        if len(head) < 13 or head[:6] not in (b"GIF87a", b"GIF89a"):
+            return None
+        width, height, flags = struct.unpack("<HHB", head[6:11])
+        if flags & 0x80:  # global colour table
+            fp.seek(3 << ((flags & 7) + 1), io.SEEK_CUR)
+        while True:
+            block = fp.read(1)
+            if not block or block == b";":
+                return None
+            if block == b",":  # image descriptor: left, top, width, height
+                extent = fp.read(8)
+                if len(extent) < 8:
+                    return None
+                x0, y0, w, h = struct.unpack("<4H", extent)
+                return max(width, x0 + w), max(height, y0 + h)
+            if block == b"!":  # extension: a label, then sub-blocks up to an empty one
+                fp.read(1)
+                while (size := fp.read(1)) and size[0]:
+                    fp.seek(size[0], io.SEEK_CUR)
+                if not size:
+                    return None
+            # any other byte is skipped, as Pillow does
+    finally:
+        fp.seek(0)
+
+
 def _open(fp: BinaryIO, max_pixels: int, name: str) -> Image.Image:
+    canvas = gif_canvas_size(fp)
+    if canvas is not None:
+        _check_pixels(canvas, max_pixels, name)
     try:
         with Image.open(fp) as img:
             _check_pixels(img.size, max_pixels, name)

@@ -14,6 +14,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from ..errors import ConfigError
+from ..io import gif_canvas_size
 from .errors import ApiError
 from .options import check_names, upload_options, value_options
 
@@ -172,6 +173,9 @@ def check_image(data: bytes, what: str, max_pixels: int) -> tuple[str, tuple[int
     if mime is None:
         raise ApiError(415, f"{what} is not a supported image: expected {IMAGE_KINDS}, found "
                             f"{describe_bytes(data[:32])}.", "unsupported_media_type")
+    canvas = gif_canvas_size(io.BytesIO(data)) if mime == "image/gif" else None
+    if canvas is not None:  # checked before Image.open, which allocates a GIF's first frame
+        _check_pixels(what, *canvas, max_pixels)
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
@@ -185,9 +189,13 @@ def check_image(data: bytes, what: str, max_pixels: int) -> tuple[str, tuple[int
                             f"{exc}); the file is corrupt or truncated.", "corrupt_image") from None
     if width <= 0 or height <= 0:
         raise ApiError(400, f"{what} has no pixels (size {width}x{height}).", "corrupt_image")
+    _check_pixels(what, width, height, max_pixels)
+    return mime, (width, height)
+
+
+def _check_pixels(what: str, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ApiError(
             413, f"{what} is {width}x{height} = {width * height / 1e6:.1f} megapixels, above this "
                  f"server's limit of {max_pixels / 1e6:.1f} megapixels. Downscale it first.",
             "too_many_pixels", width=width, height=height, max_pixels=max_pixels)
-    return mime, (width, height)
