@@ -102,6 +102,16 @@ def wait_ready(proc: subprocess.Popen, base: str, log_path: Path, timeout: float
     raise SystemExit(f"the server did not answer /healthz within {timeout:.0f}s:\n{log_path.read_text()}")
 
 
+def stop_server(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """SIGTERM (the server finishes what is in flight), then kill if it does not exit."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run_load(base: str, photo: bytes, params: dict, n_requests: int, n_clients: int, pid: int,
              samples: list) -> tuple[list[float], Counter, float]:
     import httpx
@@ -200,12 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         latencies, statuses, wall = run_load(base, photo, params, args.requests, args.clients, proc.pid, samples)
         end_mem = memory_kib(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
         shutil.rmtree(workdir)
 
     ms = np.asarray(latencies) * 1000.0

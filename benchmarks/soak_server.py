@@ -53,9 +53,7 @@ import random
 import re
 import select
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -70,7 +68,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from bench_server import build_tiny_model, free_port, memory_kib, start_server, synthetic_photo  # noqa: E402
+from bench_server import (build_tiny_model, free_port, memory_kib, start_server, stop_server,  # noqa: E402
+                          synthetic_photo, wait_ready)
 from formdata import content_type as form_type, form_data  # noqa: E402
 
 SAFE_DISPOSITION = re.compile(rb'inline; filename="[A-Za-z0-9._-]{1,100}"')
@@ -494,8 +493,6 @@ def main(argv: list[str] | None = None) -> int:
                     "max_queue": args.max_queue, "max_upload_mb": args.max_upload_mb, "max_pixels": args.max_pixels,
                     "seed": args.seed, "cpus": os.cpu_count()}
     try:
-        from bench_server import wait_ready
-
         wait_ready(proc, f"http://127.0.0.1:{port}", log_path, timeout=600)
         report["startup_s"] = time.monotonic() - started
         at_start = {p for p in server_tmp.rglob("*") if p.is_file()}  # ONNX Runtime's own .ses file
@@ -509,12 +506,7 @@ def main(argv: list[str] | None = None) -> int:
         health = wait_idle(port)
         serving_tmp = [p for p in server_tmp.rglob("*") if p.is_file() and p not in at_start]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
     left_after_exit = [str(p.relative_to(server_tmp)) for p in server_tmp.rglob("*") if p not in at_start]
     server_log = log_path.read_text(errors="replace")
     shutil.rmtree(workdir, ignore_errors=True)

@@ -8,13 +8,15 @@ process: the import of pymatting then always outlasts it, cached kernels or not.
 
 from __future__ import annotations
 
+import io
 import logging
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from serving import free_port, stop, wait_healthy
+from tiny_model import square_image
 
 pytest.importorskip("pymatting", reason="the matting extra is not installed")
 
@@ -97,7 +99,7 @@ def test_server_pays_the_first_use_costs_before_it_reports_ready(tiny_model):
     the first request with alpha matting then triggers no compilation."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     code = f"""
 import cleancut.refine as refine
 refine.COMPILE_NOTICE_AFTER_S = 0.0
@@ -106,39 +108,19 @@ raise SystemExit(main(["serve", "--model", {str(tiny_model)!r}, "--port", "{port
 """
     proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "cleancut serve did not start"
-            time.sleep(0.1)
-        from tiny_model import square_image
-        import io
-
+        wait_healthy(port, proc, timeout=120)
         buf = io.BytesIO()
         square_image((64, 48)).save(buf, "PNG")
         r = httpx.post(f"http://127.0.0.1:{port}/api/remove", params={"alpha_matting": "true"}, content=buf.getvalue(),
                        timeout=60)
         assert r.status_code == 200
     finally:
-        proc.terminate()
-        _, err = proc.communicate(timeout=30)
+        _, err = stop(proc)
     lines = err.splitlines()
     at = {key: next(i for i, line in enumerate(lines) if key in line)
           for key in ("warming up", NOTICE, "warm-up done", "Uvicorn running", '"POST /api/remove?alpha_matting=true" 200')}
     assert at["warming up"] < at[NOTICE] < at["warm-up done"] < at["Uvicorn running"] < at['"POST /api/remove?alpha_matting=true" 200']
     assert sum(NOTICE in line for line in lines) == 1, err
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_import_cleancut_stays_light():

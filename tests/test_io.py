@@ -15,7 +15,7 @@ from PIL import Image
 
 from cleancut import io as cio
 from cleancut.errors import ImageError, ImageTooLargeError
-from icc import PRINTED_CYAN, adobe_rgb_like, cmyk_profile, icc_profile, linear_gray, srgb_profile
+from icc import PRINTED_CYAN, adobe_rgb_like, cmyk_profile, linear_gray, srgb_profile
 
 
 def png_bytes(img: Image.Image, **kwargs) -> bytes:

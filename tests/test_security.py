@@ -14,7 +14,6 @@ import contextlib
 import io
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ import cleancut  # noqa: E402
 from cleancut.errors import ConfigError, ModelError  # noqa: E402
 from cleancut.server import ServerSettings, create_app  # noqa: E402
 from cleancut.server.app import STATIC_DIR  # noqa: E402
+from serving import free_port, stop, wait_healthy  # noqa: E402
 
 SAFE_DISPOSITION = re.compile(r'inline; filename="[A-Za-z0-9._-]{1,100}"')
 PACKAGE_DIR = str(Path(cleancut.__file__).resolve().parent)
@@ -55,12 +55,6 @@ def make_app(tiny_model, **kwargs):
 def client(tiny_model):
     with TestClient(make_app(tiny_model)) as c:
         yield c
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def raw_request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
@@ -101,23 +95,10 @@ def cli_server(tiny_model, *flags: str):
                              "--workers", "1", "--no-warm-up", *flags],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "cleancut serve did not start"
-            time.sleep(0.1)
+        wait_healthy(port, proc)
         yield port, proc
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop(proc)
 
 
 # ---------------------------------------------------------------- 1, 4, 6 on the real command
