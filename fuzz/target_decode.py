@@ -7,11 +7,14 @@ mode, ICC profiles of each colour space, EXIF orientation, animations). Properti
 * a result is an RGB or RGBA image of at most ``MAX_PIXELS`` pixels, upright and untagged
   (no ICC profile left);
 * the per-input peak memory stays within ``MEMORY_BUDGET`` (checked by ``fuzz/run.py``), which
-  a decoder working beyond the pixel cap would blow.
+  a decoder working beyond the pixel cap would blow;
+* for a GIF, ``gif_canvas_size`` (the pre-check of Pillow's first-frame allocation) gives the
+  size Pillow gives it.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 
 NAME = "decode"
@@ -46,6 +49,7 @@ def check(data: bytes) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # animation, unusable profile, Pillow's bomb warning
+        check_gif_canvas(data)
         try:
             image = load_image(data, max_pixels=MAX_PIXELS)
         except CleancutError:
@@ -56,3 +60,22 @@ def check(data: bytes) -> None:
         raise AssertionError(f"load_image returned {image.size}, outside 1..{MAX_PIXELS} pixels")
     if image.info.get("icc_profile"):
         raise AssertionError("load_image returned an image still tagged with an ICC profile")
+
+
+def check_gif_canvas(data: bytes) -> None:
+    """``gif_canvas_size`` (checked against the cap before Pillow opens a GIF) must be the size
+    Pillow then gives it; compared where that is within the cap, so Pillow's open stays cheap."""
+    from PIL import Image
+
+    from cleancut.io import gif_canvas_size
+
+    canvas = gif_canvas_size(io.BytesIO(data))
+    if canvas is None or canvas[0] * canvas[1] > MAX_PIXELS:
+        return
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            size = probe.size
+    except Exception:  # noqa: BLE001 - Pillow refusing the file is load_image's business, checked above
+        return
+    if size != canvas:
+        raise AssertionError(f"gif_canvas_size says {canvas}, Pillow opens the GIF as {size}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import uuid
 import warnings
@@ -42,6 +43,7 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 #: pixel format it lacks raises NotImplementedError, a broken AVIF file RuntimeError)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
                   KeyError, ZeroDivisionError, MemoryError, RuntimeError)
+_GIF_BLOCK = re.compile(rb"[,!;]")  # image descriptor, extension, trailer
 
 
 class AnimatedImageWarning(UserWarning):
@@ -144,37 +146,35 @@ def gif_canvas_size(fp: BinaryIO) -> tuple[int, int] | None:
     69 MB there (found by fuzzing: fuzz/regressions/decode/gif-first-frame-extent-allocated-by-open).
 
     Returns None when ``fp`` is not a GIF, cannot seek, or has no frame (Pillow then reports the
-    problem). Blocks are walked as Pillow walks them; ``fp`` is left at its start."""
+    problem). Blocks are walked as Pillow walks them (bytes between blocks are skipped);
+    ``fp`` is left at its start."""
     try:
         fp.seek(0)
     except (OSError, ValueError):
         return None
     try:
-        head = fp.read(13)
-        if len(head) < 13 or head[:6] not in (b"GIF87a", b"GIF89a"):
+        data = fp.read(13)
+        if len(data) < 13 or data[:6] not in (b"GIF87a", b"GIF89a"):
             return None
-        width, height, flags = struct.unpack("<HHB", head[6:11])
-        if flags & 0x80:  # global colour table
-            fp.seek(3 << ((flags & 7) + 1), io.SEEK_CUR)
-        while True:
-            block = fp.read(1)
-            if not block or block == b";":
-                return None
-            if block == b",":  # image descriptor: left, top, width, height
-                extent = fp.read(8)
-                if len(extent) < 8:
-                    return None
-                x0, y0, w, h = struct.unpack("<4H", extent)
-                return max(width, x0 + w), max(height, y0 + h)
-            if block == b"!":  # extension: a label, then sub-blocks up to an empty one
-                fp.read(1)
-                while (size := fp.read(1)) and size[0]:
-                    fp.seek(size[0], io.SEEK_CUR)
-                if not size:
-                    return None
-            # any other byte is skipped, as Pillow does
+        data += fp.read()
     finally:
         fp.seek(0)
+    width, height, flags = struct.unpack_from("<HHB", data, 6)
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global colour table
+    while match := _GIF_BLOCK.search(data, pos):
+        block, pos = match.group(), match.end()
+        if block == b";":  # trailer: no frame
+            return None
+        if block == b",":  # image descriptor: left, top, width, height
+            if len(data) < pos + 8:
+                return None
+            x0, y0, w, h = struct.unpack_from("<4H", data, pos)
+            return max(width, x0 + w), max(height, y0 + h)
+        pos += 1  # an extension: its label, then sub-blocks up to an empty one
+        while pos < len(data) and data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    return None
 
 
 def _open(fp: BinaryIO, max_pixels: int, name: str) -> Image.Image:
