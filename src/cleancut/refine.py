@@ -7,12 +7,13 @@ with an install hint.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -178,6 +179,29 @@ def _log_print(*args, **kwargs) -> None:
     log.debug("pymatting: %s", " ".join(str(a) for a in args))
 
 
+_kernel_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _kernel_slot() -> Iterator[None]:
+    """Run pymatting's parallel numba kernels one thread at a time where they are not
+    thread-safe. numba falls back to its "workqueue" threading layer when neither TBB nor
+    OpenMP is installed, and that layer aborts the whole process (a server with two workers,
+    ``--jobs 2``) when two threads use it at once. Until a parallel kernel has run the layer is
+    unknown, so those first calls are serialised too."""
+    import numba
+
+    try:
+        safe = numba.threading_layer() != "workqueue"
+    except ValueError:  # no parallel kernel has run yet
+        safe = False
+    if safe:
+        yield
+        return
+    with _kernel_lock:
+        yield
+
+
 def _preconditioner(matrix):
     """Incomplete Cholesky (fast) with its memory bounded by the matrix size; Jacobi (slower,
     always works) if that fails."""
@@ -206,7 +230,8 @@ def alpha_matting(rgb: Image.Image, alpha: np.ndarray, erode: int, dilate: int,
     if not (tri == 1.0).any() or not (tri == 0.0).any() or not (tri == 0.5).any():
         return alpha
     image = np.asarray(small_rgb, np.float64) / 255.0
-    matte = pymatting.estimate_alpha_cf(image, tri, preconditioner=_preconditioner)
+    with _kernel_slot():
+        matte = pymatting.estimate_alpha_cf(image, tri, preconditioner=_preconditioner)
     matte = np.clip(matte, 0.0, 1.0).astype(np.float32)
     return resize_alpha(matte, (w, h))
 
@@ -224,11 +249,13 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, max_side: int = 1024
         return rgb
     size = _working_size((w, h), max_side)
     if size == (w, h):
-        fg = pymatting.estimate_foreground_ml(rgb.astype(np.float64) / 255.0, alpha.astype(np.float64))
+        with _kernel_slot():
+            fg = pymatting.estimate_foreground_ml(rgb.astype(np.float64) / 255.0, alpha.astype(np.float64))
         return np.clip(np.rint(fg * 255.0), 0, 255).astype(np.uint8)
     small_rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR), np.float64) / 255.0
     small_alpha = resize_alpha(alpha, size).astype(np.float64)
-    fg = pymatting.estimate_foreground_ml(small_rgb, small_alpha)
+    with _kernel_slot():
+        fg = pymatting.estimate_foreground_ml(small_rgb, small_alpha)
     fg_img = Image.fromarray(np.clip(np.rint(fg * 255.0), 0, 255).astype(np.uint8))
     up = np.asarray(fg_img.resize((w, h), Image.BILINEAR))
     out = rgb.copy()
