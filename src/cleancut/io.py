@@ -40,9 +40,10 @@ _SUFFIX_FORMAT = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg
 _PIL_FORMAT = {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 #: what Pillow's decoders raise on bad data (found by fuzzing, fuzz/regressions/decode/: a DDS
-#: pixel format it lacks raises NotImplementedError, a broken AVIF file RuntimeError)
+#: pixel format it lacks raises NotImplementedError, a broken AVIF file RuntimeError, a PSD
+#: seeking to an offset beyond 2**63 OverflowError)
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
-                  KeyError, ZeroDivisionError, MemoryError, RuntimeError)
+                  KeyError, ArithmeticError, MemoryError, RuntimeError)
 _GIF_BLOCK = re.compile(rb"[,!;]")  # image descriptor, extension, trailer
 
 
