@@ -42,7 +42,7 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 #: what Pillow's decoders raise on bad data (found by fuzzing, fuzz/regressions/decode/: a DDS
 #: pixel format it lacks raises NotImplementedError, a broken AVIF file RuntimeError, a PSD
 #: seeking to an offset beyond 2**63 OverflowError)
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
                   KeyError, ArithmeticError, MemoryError, RuntimeError)
 _GIF_BLOCK = re.compile(rb"[,!;]")  # image descriptor, extension, trailer
 
@@ -200,7 +200,7 @@ def _open(fp: BinaryIO, max_pixels: int, name: str) -> Image.Image:
         raise ImageError(
             f"{name}: expected an image (JPEG, PNG, WebP, GIF, BMP, TIFF ...), found "
             f"{_sniff(fp)}.") from None
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise ImageError(
             f"{name}: cannot decode the image ({type(exc).__name__}: {exc}). The file is corrupt "
             "or truncated; re-export or re-download it.") from None
@@ -217,7 +217,7 @@ def _decode(img: Image.Image, name: str) -> Image.Image:
                 out.info.pop("icc_profile")
             return out
         return _to_srgb(upright, icc, name)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise ImageError(f"{name}: cannot decode the image ({type(exc).__name__}: {exc}).") from None
 
 

@@ -4,7 +4,6 @@ form fields, and checked to be images by their bytes (never by the declared cont
 from __future__ import annotations
 
 import io
-import struct
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -14,14 +13,12 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from ..errors import ConfigError
-from ..io import gif_canvas_size
+from ..io import DECODE_ERRORS, gif_canvas_size
 from .errors import ApiError
 from .options import check_names, upload_options, value_options
 
 IMAGE_KINDS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 PHOTO_FIELD = "file"
-_HEADER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
-                  KeyError, ZeroDivisionError)
 
 
 @dataclass
@@ -184,7 +181,7 @@ def check_image(data: bytes, what: str, max_pixels: int) -> tuple[str, tuple[int
     except UnidentifiedImageError:
         raise ApiError(400, f"{what} starts like {mime} but its header cannot be read; the file is "
                             "corrupt or truncated.", "corrupt_image") from None
-    except _HEADER_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise ApiError(400, f"{what} starts like {mime} but its header cannot be read ({type(exc).__name__}: "
                             f"{exc}); the file is corrupt or truncated.", "corrupt_image") from None
     if width <= 0 or height <= 0:
