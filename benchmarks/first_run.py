@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -33,12 +34,26 @@ from bench_server import free_port, start_server, stop_server, wait_ready  # noq
 
 
 def timed(cmd: list[str], env: dict | None = None) -> float:
-    """Wall seconds of one command in a fresh process (it must succeed)."""
+    """Wall seconds of one command in a fresh process (it must succeed); its CPU seconds (user +
+    system, all threads), which a loaded machine changes much less, go to ``CPU_SECONDS``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    CPU_SECONDS.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    return seconds
+
+
+CPU_SECONDS: list[float] = []
+
+
+def timed_cpu(label: str, figures: dict, cmd: list[str], env: dict | None = None) -> float:
+    """``timed``, recording the run's CPU seconds as ``figures[label + "_cpu_s"]``."""
+    seconds = timed(cmd, env)
+    figures[f"{label}_cpu_s"] = CPU_SECONDS[-1]
     return seconds
 
 
@@ -90,16 +105,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         figures["import_cleancut_s"] = statistics.median(import_seconds() for _ in range(args.repeat))
         figures["help_s"] = statistics.median(timed(cli + ["--help"]) for _ in range(args.repeat))
-        runs = [timed(remove) for _ in range(args.repeat)]
-        figures["remove_first_s"], figures["remove_later_median_s"] = runs[0], statistics.median(runs[1:])
+        figures["remove_first_s"] = timed_cpu("remove_first", figures, remove)
+        figures["remove_later_median_s"] = statistics.median(timed(remove) for _ in range(args.repeat - 1))
 
         cold = {**os.environ, "NUMBA_CACHE_DIR": str(work / "numba-cache")}  # an empty cache: first use
-        figures["matting_first_s"] = timed(remove + ["--alpha-matting"], cold)
-        figures["matting_later_median_s"] = statistics.median(timed(remove + ["--alpha-matting"], cold)
-                                                              for _ in range(args.repeat - 1))
+        figures["matting_first_s"] = timed_cpu("matting_first", figures, remove + ["--alpha-matting"], cold)
+        figures["matting_later_s"] = timed_cpu("matting_later", figures, remove + ["--alpha-matting"], cold)
         shutil.rmtree(work / "numba-cache")
-        figures["warmup_first_s"] = timed(cli + ["warmup", "--model", args.model], cold)
-        figures["warmup_later_s"] = timed(cli + ["warmup", "--model", args.model], cold)
+        figures["warmup_first_s"] = timed_cpu("warmup_first", figures, cli + ["warmup", "--model", args.model], cold)
+        figures["warmup_later_s"] = timed_cpu("warmup_later", figures, cli + ["warmup", "--model", args.model], cold)
         figures["matting_after_warmup_s"] = timed(remove + ["--alpha-matting"], cold)
 
         photo = args.photo.read_bytes()
@@ -113,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"first-use costs: model {args.model}, photo {args.photo.name}, {figures['cpus']} CPUs ({figures['cpu']})")
     for key, value in figures.items():
         if isinstance(value, float):
-            print(f"  {key:<28} {value:8.2f} s")
+            print(f"  {key:<28} {value:8.2f} s" + (" CPU" if key.endswith("_cpu_s") else ""))
         elif isinstance(value, dict):
             print(f"  {key:<28} " + ", ".join(f"{k} {v:.2f} s" for k, v in value.items()))
     if args.json:

@@ -291,37 +291,48 @@ def exchange(port: int, spec: Spec, timeout: float) -> Outcome:
     return out
 
 
+def _answered(sock: socket.socket) -> bool:
+    return bool(select.select([sock], [], [], 0)[0])
+
+
+def _send_body(sock: socket.socket, pieces, delay: float = 0.0) -> None:
+    """Send the body piece by piece, stopping as soon as the server has answered: it may refuse
+    a request (503, 413) without reading its body, and a client that keeps writing then gets a
+    reset that can destroy the answer before it is read."""
+    for piece in pieces:
+        if delay:
+            time.sleep(delay)
+        if _answered(sock):
+            return
+        try:
+            sock.sendall(piece)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+
+def _pieces(body: bytes, size: int = 65536) -> list[bytes]:
+    return [body[i:i + size] for i in range(0, len(body), size)]
+
+
 def _send(sock: socket.socket, spec: Spec) -> bytes | None:
     """Send ``spec`` as planned; the answer, or None where the client itself hung up."""
-    if spec.plan == "send" or spec.plan == "declared":
-        sock.sendall(spec.head + spec.body)
-    elif spec.plan == "disconnect":
+    if spec.plan == "disconnect":
         sock.sendall(spec.head + spec.body[: len(spec.body) // 2])
         sock.shutdown(socket.SHUT_RDWR)
         return None
-    elif spec.plan == "slow":
-        sock.sendall(spec.head)
-        pieces = np.array_split(np.frombuffer(spec.body, np.uint8), 8)
-        for piece in pieces:
-            time.sleep(0.12)
-            sock.sendall(piece.tobytes())
-    elif spec.plan == "slow-head":
+    if spec.plan == "slow-head":
         for line in spec.head.split(b"\r\n")[:-1]:
             sock.sendall(line + b"\r\n")
             time.sleep(0.1)
-        sock.sendall(spec.body)
-    elif spec.plan == "stream":  # chunks until the server answers (or 2x the photo: it never does)
+    else:
         sock.sendall(spec.head)
-        sent = 0
-        while sent < 64 * 1024 * 1024:
-            chunk = spec.body or b"\0" * 65536
-            try:
-                sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            sent += len(chunk)
-            if select.select([sock], [], [], 0)[0]:
-                break
+    if spec.plan == "slow":
+        _send_body(sock, [p.tobytes() for p in np.array_split(np.frombuffer(spec.body, np.uint8), 8)], delay=0.12)
+    elif spec.plan == "stream":  # chunks until the server answers (it must, once past the cap)
+        chunk = spec.body or b"\0" * 65536
+        _send_body(sock, (b"%x\r\n" % len(chunk) + chunk + b"\r\n" for _ in range(64 * 1024 * 1024 // len(chunk))))
+    else:
+        _send_body(sock, _pieces(spec.body))
     return _read_all(sock)
 
 

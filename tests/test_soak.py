@@ -2,6 +2,8 @@
 500 requests of the full mix (good photos, corrupt and truncated files, bombs, non-images,
 oversized bodies, clients that disconnect or send slowly, hostile file names, bad options, bad
 HTTP) at concurrency 16 against the real command on loopback, with every check of the long run.
+The queue is shortened to 4 (room for 6 requests) so that 503s happen and their
+``Retry-After`` is checked.
 
 Memory has less time to level off in 500 requests than in 10,000, so the RSS tolerance is wider
 here (25 % instead of 10 %); the long run's figures are in the README.
@@ -31,7 +33,7 @@ def test_short_soak_holds(tmp_path, capsys):
     spec.loader.exec_module(soak)
     out = tmp_path / "soak.json"
     code = soak.main(["--tiny", "--requests", "500", "--warmup", "100", "--sizes", "160x120,320x240",
-                      "--rss-tolerance", "0.25", "--json", str(out)])
+                      "--max-queue", "4", "--rss-tolerance", "0.25", "--json", str(out)])
     report = json.loads(out.read_text())
     assert code == 0, (capsys.readouterr().out, report["problems"])
     assert all(report["checks"].values())
@@ -39,4 +41,5 @@ def test_short_soak_holds(tmp_path, capsys):
     kinds = report["statuses_by_kind"]
     assert set(kinds) == set(soak.MIX)  # every kind of request was sent
     assert kinds["bomb"] == {"413": kinds["bomb"].get("413", 0)} or "503" in kinds["bomb"]
-    assert report["good_200"] > 100 and report["p99_ms"] >= report["p50_ms"] > 0
+    assert report["good_200"] > 50 and report["p99_ms"] >= report["p50_ms"] > 0
+    assert report["statuses"].get("503", 0) > 0  # 16 clients, room for 6: the queue overflows, with Retry-After
