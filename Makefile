@@ -12,6 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[train,dev]'
+	$(BIN)/cleancut warmup   # first-use costs now: numba compiles the alpha-matting kernels (~1 min, once)
 	touch $@
 
 setup: $(VENV)/.installed

@@ -75,14 +75,15 @@ def build_tiny_model(folder: Path, size: int) -> Path:
     return write_tiny_model(folder, name="tiny", input_size=(size, size))
 
 
-def start_server(args, model: str, port: int, log_path: Path) -> subprocess.Popen:
+def start_server(args, model: str, port: int, log_path: Path, extra: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "cleancut", "serve", "--model", model, "--host", "127.0.0.1",
            "--port", str(port), "--workers", str(args.workers), "--max-queue", str(args.max_queue),
-           "--log-level", args.log_level]
+           "--log-level", args.log_level, *extra]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     log = open(log_path, "w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
 
 def wait_ready(proc: subprocess.Popen, base: str, log_path: Path, timeout: float = 120.0) -> None:
@@ -99,6 +100,16 @@ def wait_ready(proc: subprocess.Popen, base: str, log_path: Path, timeout: float
             pass
         time.sleep(0.1)
     raise SystemExit(f"the server did not answer /healthz within {timeout:.0f}s:\n{log_path.read_text()}")
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    """SIGTERM (the server finishes what is in flight), then kill if it does not exit."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_load(base: str, photo: bytes, params: dict, n_requests: int, n_clients: int, pid: int,
@@ -199,12 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         latencies, statuses, wall = run_load(base, photo, params, args.requests, args.clients, proc.pid, samples)
         end_mem = memory_kib(proc.pid)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_server(proc)
         shutil.rmtree(workdir)
 
     ms = np.asarray(latencies) * 1000.0

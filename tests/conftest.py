@@ -7,10 +7,14 @@
 * ``remover``       a session-wide ``cleancut.Remover`` on the tiny model;
 * ``square``        a factory for white-rectangle-on-black test images;
 * ``tool``          loads a script of ``tools/`` as a module: ``tool("ship_model").main([...])``.
+
+Hypothesis profiles: ``ci`` (the default: 60 examples per property, no deadline) and
+``thorough`` (``HYPOTHESIS_PROFILE=thorough``: 2,000 examples).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +23,17 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tiny_model import square_image, write_tiny_model  # noqa: E402
+
+try:  # property-based tests (tests/test_properties.py): few examples in CI, many on request
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - hypothesis is in the dev extra
+    pass
+else:
+    _fixtures = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    settings.register_profile("ci", max_examples=60, deadline=None, suppress_health_check=_fixtures,
+                              print_blob=True)
+    settings.register_profile("thorough", max_examples=2000, deadline=None, suppress_health_check=_fixtures)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")

@@ -213,3 +213,26 @@ def test_pymatting_console_warnings_never_reach_stdout(capsys):
 
     ichol(csc_matrix(np.array([[1.0, 2.0], [2.0, 1.0]])))
     assert capsys.readouterr().out == ""
+
+
+def test_concurrent_matting_survives_numba_workqueue_layer(tiny_model):
+    """numba's fallback threading layer (no TBB, no OpenMP) aborts the process when two threads
+    run parallel kernels at once; cleancut serialises them there (a server has two workers)."""
+    import subprocess
+    import sys
+
+    code = f"""
+import threading, numpy as np, cleancut, numba
+photo = np.zeros((120, 160, 3), np.uint8); photo[30:90, 40:120] = 255
+remover = cleancut.Remover({str(tiny_model)!r})
+def work():
+    for _ in range(3):
+        remover.remove(photo, alpha_matting=True, matting_erode=3, matting_dilate=3)
+threads = [threading.Thread(target=work) for _ in range(3)]
+[t.start() for t in threads]; [t.join() for t in threads]
+print("layer", numba.threading_layer())
+"""
+    env = {**__import__("os").environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "layer workqueue" in proc.stdout

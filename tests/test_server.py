@@ -8,7 +8,6 @@ import io
 import logging
 import os
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from cleancut import Remover  # noqa: E402
 from cleancut.pipeline import RemoveOptions, option_info  # noqa: E402
 from cleancut.server import ServerSettings, create_app  # noqa: E402
 from cleancut.server.options import api_help  # noqa: E402
+from serving import free_port, wait_healthy  # noqa: E402
 
 SIZE = (64, 48)
 REQUEST_OPTIONS = [i for i in option_info() if i.scope == "request"]
@@ -333,6 +333,16 @@ def test_413_decompression_bomb_header(client):
     assert_error(post_file(client, bomb), 413, "too_many_pixels")
 
 
+def test_413_gif_frame_bigger_than_the_cap(tiny_model):
+    """Checked before Image.open, which would allocate the frame (fuzz/regressions/upload)."""
+    from pathlib import Path
+
+    gif = (Path(__file__).resolve().parents[1] / "fuzz/regressions/decode/gif-first-frame-extent-allocated-by-open").read_bytes()
+    with TestClient(make_app(tiny_model, options=RemoveOptions(max_pixels=10**6))) as c:
+        body = assert_error(post_file(c, gif, name="tiny.gif"), 413, "too_many_pixels", "2060x33536")
+        assert body["detail"]["width"] == 2060
+
+
 @pytest.mark.parametrize("data, found", [(b"hello, this is not an image", "text starting with 'hello"),
                                          (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n", "binary data"),
                                          (b"\x00\x01\x02\x03" * 20, "binary data starting with 00 01 02 03")])
@@ -509,19 +519,13 @@ def test_one_log_line_per_request(client, photo, caplog):
     assert '"POST /api/remove" 415 ' in lines[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_graceful_shutdown_finishes_in_flight_requests(tiny_model, photo):
     import httpx
     import uvicorn
 
     app = make_app(tiny_model, workers=1)
     state = app.state.cleancut
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False, lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -599,7 +603,7 @@ def test_cli_reports_bad_settings_and_unknown_models(tiny_model, capsys, tmp_pat
 def test_cli_serve_end_to_end_with_sigterm(tiny_model, photo):
     import httpx
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "cleancut", "serve", "--model", str(tiny_model), "--port", str(port),
@@ -607,15 +611,7 @@ def test_cli_serve_end_to_end_with_sigterm(tiny_model, photo):
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "cleancut serve did not start"
-            time.sleep(0.1)
+        wait_healthy(port, proc)
         r = httpx.post(f"{base}/api/remove", files={"file": ("p.png", photo, "image/png")}, timeout=30)
         assert r.status_code == 200
         subject_ok(Image.open(io.BytesIO(r.content)))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -63,6 +64,28 @@ class Remover:
                     self._session = Session(self.spec, providers=self.providers, threads=self.threads)
         return self._session
 
+    def warm_up(self, alpha_matting: bool | None = None) -> dict[str, float]:
+        """Pay the first-use costs now rather than on the first image: create the ONNX Runtime
+        session, run the model once on a small synthetic photo and, with ``alpha_matting`` (by
+        default: when pymatting is installed), run alpha matting and foreground estimation once,
+        which compiles their numba kernels on a machine's first run (about a minute; then cached
+        on disk, so a second or two). Returns the seconds each step took."""
+        from .refine import matting_available
+
+        seconds: dict[str, float] = {}
+        started = time.perf_counter()
+        self.load()
+        seconds["session"] = time.perf_counter() - started
+        photo = _synthetic_photo()
+        started = time.perf_counter()
+        self.remove(photo)
+        seconds["inference"] = time.perf_counter() - started
+        if matting_available() if alpha_matting is None else alpha_matting:
+            started = time.perf_counter()
+            self.remove(photo, alpha_matting=True)
+            seconds["alpha_matting"] = time.perf_counter() - started
+        return seconds
+
     def predict_mask(self, image: cio.ImageSource, max_pixels: int | None = None,
                      with_uncertainty: bool = False):
         """The model's raw alpha for ``image``: float32 HxW in [0, 1] at the (upright) image's
@@ -102,6 +125,17 @@ class Remover:
                 raise ConfigError(
                     f"this Remover was created with {name}={getattr(self, name)!r}, but the options "
                     f"ask for {wanted!r}. Pass {name} to Remover(...) instead.")
+
+
+def _synthetic_photo() -> Image.Image:
+    """A small photo-like image: a bright subject on a dark gradient (for warming up)."""
+    from PIL import ImageDraw
+
+    width, height = 96, 72
+    ramp = np.linspace(20, 70, height, dtype=np.float32)[:, None, None] * np.ones((1, width, 3), np.float32)
+    image = Image.fromarray(ramp.astype(np.uint8))
+    ImageDraw.Draw(image).ellipse((28, 10, 68, 62), fill=(245, 215, 140))
+    return image
 
 
 def _like_input(source: Any, out: Image.Image, opts: RemoveOptions):

@@ -99,6 +99,8 @@ def load_background(path: str | os.PathLike, max_pixels: int) -> Image.Image:
     except OSError as exc:
         raise ImageError(f"background image {os.fspath(path)}: cannot read it "
                          f"({exc.strerror or exc}).") from None
+    except ValueError:  # a NUL in the name
+        raise ImageError(f"background image {os.fspath(path)!r}: not a valid file name.") from None
     try:
         with Image.open(path) as probe:
             small = probe.size[0] * probe.size[1] <= _CACHE_MAX_PIXELS

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import uuid
 import warnings
@@ -38,8 +39,12 @@ FORMAT_SUFFIX = {"png": ".png", "webp": ".webp", "jpeg": ".jpg"}
 _SUFFIX_FORMAT = {".png": "png", ".webp": "webp", ".jpg": "jpeg", ".jpeg": "jpeg"}
 _PIL_FORMAT = {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
-                  KeyError, ZeroDivisionError, MemoryError)
+#: what Pillow's decoders raise on bad data (found by fuzzing, fuzz/regressions/decode/: a DDS
+#: pixel format it lacks raises NotImplementedError, a broken AVIF file RuntimeError, a PSD
+#: seeking to an offset beyond 2**63 OverflowError)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
+                  KeyError, ArithmeticError, MemoryError, RuntimeError)
+_GIF_BLOCK = re.compile(rb"[,!;]")  # image descriptor, extension, trailer
 
 
 class AnimatedImageWarning(UserWarning):
@@ -89,6 +94,8 @@ def load_image(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS, name: 
             raise ImageError(f"{name}: no such file.") from None
         except OSError as exc:
             raise ImageError(f"{name}: cannot read the file ({exc.strerror or exc}).") from None
+        except ValueError:  # a NUL in the name, which no file system takes
+            raise ImageError(f"{name!r}: not a valid file name (it contains a NUL character).") from None
         if path.is_dir():
             raise ImageError(f"{name}: expected an image file, found a folder.")
         if size == 0:
@@ -133,7 +140,48 @@ def _sniff(fp: BinaryIO) -> str:
     return f"binary data starting with {head[:8].hex(' ')}"
 
 
+def gif_canvas_size(fp: BinaryIO) -> tuple[int, int] | None:
+    """The size Pillow gives a GIF, read without Pillow: the logical screen grown to the first
+    frame's extent. Pillow allocates that frame's disposal buffer inside ``Image.open``, before a
+    caller can compare the size with a pixel cap, so a 300-byte GIF claiming 69 megapixels costs
+    69 MB there (found by fuzzing: fuzz/regressions/decode/gif-first-frame-extent-allocated-by-open).
+
+    Returns None when ``fp`` is not a GIF, cannot seek, or has no frame (Pillow then reports the
+    problem). Blocks are walked as Pillow walks them (bytes between blocks are skipped);
+    ``fp`` is left at its start."""
+    try:
+        fp.seek(0)
+    except (OSError, ValueError):
+        return None
+    try:
+        data = fp.read(13)
+        if len(data) < 13 or data[:6] not in (b"GIF87a", b"GIF89a"):
+            return None
+        data += fp.read()
+    finally:
+        fp.seek(0)
+    width, height, flags = struct.unpack_from("<HHB", data, 6)
+    pos = 13 + (3 << ((flags & 7) + 1) if flags & 0x80 else 0)  # after the global colour table
+    while match := _GIF_BLOCK.search(data, pos):
+        block, pos = match.group(), match.end()
+        if block == b";":  # trailer: no frame
+            return None
+        if block == b",":  # image descriptor: left, top, width, height
+            if len(data) < pos + 8:
+                return None
+            x0, y0, w, h = struct.unpack_from("<4H", data, pos)
+            return max(width, x0 + w), max(height, y0 + h)
+        pos += 1  # an extension: its label, then sub-blocks up to an empty one
+        while pos < len(data) and data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    return None
+
+
 def _open(fp: BinaryIO, max_pixels: int, name: str) -> Image.Image:
+    canvas = gif_canvas_size(fp)
+    if canvas is not None:
+        _check_pixels(canvas, max_pixels, name)
     try:
         with Image.open(fp) as img:
             _check_pixels(img.size, max_pixels, name)
@@ -152,7 +200,7 @@ def _open(fp: BinaryIO, max_pixels: int, name: str) -> Image.Image:
         raise ImageError(
             f"{name}: expected an image (JPEG, PNG, WebP, GIF, BMP, TIFF ...), found "
             f"{_sniff(fp)}.") from None
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise ImageError(
             f"{name}: cannot decode the image ({type(exc).__name__}: {exc}). The file is corrupt "
             "or truncated; re-export or re-download it.") from None
@@ -164,9 +212,12 @@ def _decode(img: Image.Image, name: str) -> Image.Image:
         upright = ImageOps.exif_transpose(img) or img
         icc = img.info.get("icc_profile")
         if not icc:  # untagged: taken as sRGB, as every viewer does
-            return to_rgb_or_rgba(upright)
+            out = to_rgb_or_rgba(upright)
+            if out.info.get("icc_profile"):  # LAB -> RGB: Pillow tags the new image as sRGB
+                out.info.pop("icc_profile")
+            return out
         return _to_srgb(upright, icc, name)
-    except _DECODE_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise ImageError(f"{name}: cannot decode the image ({type(exc).__name__}: {exc}).") from None
 
 
@@ -199,6 +250,8 @@ def _to_srgb(img: Image.Image, icc: bytes, name: str) -> Image.Image:
             out = _srgb_transform(icc, "CMYK").apply(img)
         elif space == "RGB" and not cmyk:
             out = _apply_keeping_alpha(to_rgb_or_rgba(img), _srgb_transform(icc, "RGB"))
+        elif space == "Lab" and img.mode == "LAB":  # device-independent: Pillow converts it
+            out = to_rgb_or_rgba(img)
         elif space == "GRAY" and img.mode in _GRAY_MODES:
             base = to_rgb_or_rgba(img)
             out = _apply_keeping_alpha(base, _srgb_transform(icc, "L"), base.getchannel("R"))

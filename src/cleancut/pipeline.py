@@ -237,6 +237,16 @@ class OptionInfo:
             return ",".join(value)
         return value
 
+    def text(self, value: Any) -> str:
+        """A converted value as a user types it on the command line or in a query string
+        (``none`` when unset); :class:`RemoveOptions` reads it back to the same value."""
+        if value is None:
+            return "none"
+        if self.kind == "bool":
+            return "true" if value else "false"
+        external = self.external(value)
+        return repr(external) if isinstance(external, float) else str(external)
+
     def describe_default(self) -> str:
         if self.default is None:
             return "-"
@@ -258,9 +268,18 @@ def option_info() -> tuple[OptionInfo, ...]:
 # ---------------------------------------------------------------- conversion and validation
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for a message, shortened: values come from users (and HTTP clients)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int with more digits than Python prints
+        return f"an integer of {value.bit_length()} bits"
+    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text)} characters)"
+
+
 def _invalid(info: OptionInfo, expected: str, value: Any) -> ConfigError:
     return ConfigError(
-        f"invalid value for '{info.name}' ({info.flag}): expected {expected}, got {value!r}.")
+        f"invalid value for '{info.name}' ({info.flag}): expected {expected}, got {_shown(value)}.")
 
 
 def _range_text(info: OptionInfo, what: str) -> str:
@@ -280,7 +299,9 @@ def _convert(info: OptionInfo, value: Any) -> Any:
         raise _invalid(info, _expected(info), value)
     kind = info.kind
     if kind == "choice":
-        text = str(value).strip().lower()
+        if not isinstance(value, str):
+            raise _invalid(info, _expected(info), value)
+        text = value.strip().lower()
         text = _ALIASES.get(info.name, {}).get(text, text)
         if text not in (info.choices or ()):
             raise _invalid(info, _expected(info), value)
@@ -290,7 +311,7 @@ def _convert(info: OptionInfo, value: Any) -> Any:
             return value
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
-        text = str(value).strip().lower()
+        text = value.strip().lower() if isinstance(value, str) else None
         if text in _TRUE:
             return True
         if text in _FALSE:
@@ -301,16 +322,17 @@ def _convert(info: OptionInfo, value: Any) -> Any:
     if kind == "color":
         return parse_color(value, info)
     if kind == "path":
-        if not isinstance(value, (str, os.PathLike)) or not str(value).strip():
+        if not isinstance(value, (str, os.PathLike)) or not str(value).strip() or "\0" in str(value):
             raise _invalid(info, "a file path", value)
         return os.fspath(value)
     if kind == "list":
         items = value.split(",") if isinstance(value, str) else value
-        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+        if (not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items)
+                or any("," in i for i in items)):  # a name with a comma would not read back
             raise _invalid(info, "a comma-separated list of names", value)
         cleaned = tuple(i.strip() for i in items if i.strip())
         return cleaned or None
-    if not isinstance(value, (str, os.PathLike)):
+    if not isinstance(value, (str, os.PathLike)) or "\0" in str(value):  # no file name holds a NUL
         raise _invalid(info, "a string", value)
     return os.fspath(value)
 
@@ -329,16 +351,20 @@ def _convert_number(info: OptionInfo, value: Any) -> int | float:
     expected = _expected(info)
     if isinstance(value, bool):
         raise _invalid(info, expected, value)
-    try:
-        number = float(value.strip()) if isinstance(value, str) else float(value)
-    except (TypeError, ValueError):
-        raise _invalid(info, expected, value) from None
-    if math.isnan(number) or math.isinf(number):
-        raise _invalid(info, expected, value)
-    if info.kind == "int":
-        if number != int(number):
+    number: int | float
+    if info.kind == "int" and isinstance(value, int):
+        number = value  # exact, however large (the bounds decide)
+    else:
+        try:
+            number = float(value.strip()) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an int beyond float's range
+            raise _invalid(info, expected, value) from None
+        if math.isnan(number) or math.isinf(number):
             raise _invalid(info, expected, value)
-        number = int(number)
+        if info.kind == "int":
+            if number != int(number):
+                raise _invalid(info, expected, value)
+            number = int(number)
     if (info.minimum is not None and number < info.minimum) or (
             info.maximum is not None and number > info.maximum):
         raise _invalid(info, expected, value)
@@ -358,10 +384,9 @@ def parse_color(value: Any, info: OptionInfo | None = None) -> tuple[int, int, i
             from PIL import ImageColor
 
             try:
-                rgb = ImageColor.getrgb(text)
+                parts = ImageColor.getrgb(text)  # unchecked: "hsv(0,101%,100%)" gives -2
             except ValueError:
                 raise _invalid(info, expected, value) from None
-            return tuple(rgb) + (255,) * (4 - len(rgb))  # type: ignore[return-value]
     if not isinstance(parts, (list, tuple)) or len(parts) not in (3, 4):
         raise _invalid(info, expected, value)
     try:
@@ -381,8 +406,8 @@ def options_from_mapping(values: Mapping[str, Any], base: RemoveOptions | None =
     if unknown:
         hints = []
         for key in unknown:
-            close = difflib.get_close_matches(key, names, n=1)
-            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+            close = difflib.get_close_matches(key, names, n=1) if isinstance(key, str) else []
+            hints.append(_shown(key, 40) + (f" (did you mean '{close[0]}'?)" if close else ""))
         raise ConfigError(
             f"unknown option {', '.join(hints)}; valid options are: {', '.join(sorted(names))}.")
     if base is None:

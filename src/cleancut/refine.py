@@ -7,9 +7,13 @@ with an install hint.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import logging
 import sys
-from typing import TYPE_CHECKING
+import threading
+import time
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -118,9 +122,52 @@ def trimap(alpha: np.ndarray, erode: int, dilate: int) -> np.ndarray:
     return tri
 
 
+#: an import of pymatting slower than this is announced: numba is compiling its kernels
+COMPILE_NOTICE_AFTER_S = 3.0
+_import_lock = threading.Lock()
+
+
+def matting_available() -> bool:
+    """Whether alpha matting can run here (pymatting and scipy installed), without importing them."""
+    return all(importlib.util.find_spec(name) is not None for name in ("pymatting", "scipy"))
+
+
+def _import_pymatting(feature: str) -> None:
+    """Import pymatting, saying what happens when it takes long.
+
+    pymatting declares its numba kernels with signatures and ``cache=True``, so its first import
+    on a machine compiles all of them (about a minute) and stores them in numba's on-disk cache
+    (``__pycache__`` beside pymatting, else ``~/.cache/numba``, or ``$NUMBA_CACHE_DIR``); later
+    imports load them in a second or two. An import still running after ``COMPILE_NOTICE_AFTER_S``
+    is announced by a warning on the ``cleancut.refine`` logger, and its end by a second one."""
+    with _import_lock:
+        if "pymatting" in sys.modules:
+            return
+        announced = threading.Event()
+
+        def announce() -> None:
+            announced.set()
+            log.warning("preparing the alpha-matting kernels: numba compiles them on a machine's first use "
+                        "(once, about a minute) and loads them from its cache afterwards ...")
+
+        timer = threading.Timer(COMPILE_NOTICE_AFTER_S, announce)
+        timer.daemon = True
+        started = time.perf_counter()
+        timer.start()
+        try:
+            require("pymatting", feature)
+        finally:
+            timer.cancel()
+            timer.join()
+        if announced.is_set():
+            log.warning("alpha-matting kernels ready after %.0f s", time.perf_counter() - started)
+
+
 def _pymatting(feature: str):
-    """pymatting, with its incomplete-Cholesky module's ``print`` of "PERFORMANCE WARNING"
-    routed to logging: printed to stdout it would corrupt ``cleancut remove - > out.png``."""
+    """pymatting (imported with a notice while numba compiles it, see :func:`_import_pymatting`),
+    with its incomplete-Cholesky module's ``print`` of "PERFORMANCE WARNING" routed to logging:
+    printed to stdout it would corrupt ``cleancut remove - > out.png``."""
+    _import_pymatting(feature)
     pymatting = require("pymatting", feature)
     ichol_module = sys.modules.get("pymatting.preconditioner.ichol")
     if ichol_module is not None and getattr(ichol_module, "print", None) is not _log_print:
@@ -130,6 +177,29 @@ def _pymatting(feature: str):
 
 def _log_print(*args, **kwargs) -> None:
     log.debug("pymatting: %s", " ".join(str(a) for a in args))
+
+
+_kernel_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _kernel_slot() -> Iterator[None]:
+    """Run pymatting's parallel numba kernels one thread at a time where they are not
+    thread-safe. numba falls back to its "workqueue" threading layer when neither TBB nor
+    OpenMP is installed, and that layer aborts the whole process (a server with two workers,
+    ``--jobs 2``) when two threads use it at once. Until a parallel kernel has run the layer is
+    unknown, so those first calls are serialised too."""
+    import numba
+
+    try:
+        safe = numba.threading_layer() != "workqueue"
+    except ValueError:  # no parallel kernel has run yet
+        safe = False
+    if safe:
+        yield
+        return
+    with _kernel_lock:
+        yield
 
 
 def _preconditioner(matrix):
@@ -160,7 +230,8 @@ def alpha_matting(rgb: Image.Image, alpha: np.ndarray, erode: int, dilate: int,
     if not (tri == 1.0).any() or not (tri == 0.0).any() or not (tri == 0.5).any():
         return alpha
     image = np.asarray(small_rgb, np.float64) / 255.0
-    matte = pymatting.estimate_alpha_cf(image, tri, preconditioner=_preconditioner)
+    with _kernel_slot():
+        matte = pymatting.estimate_alpha_cf(image, tri, preconditioner=_preconditioner)
     matte = np.clip(matte, 0.0, 1.0).astype(np.float32)
     return resize_alpha(matte, (w, h))
 
@@ -178,11 +249,13 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, max_side: int = 1024
         return rgb
     size = _working_size((w, h), max_side)
     if size == (w, h):
-        fg = pymatting.estimate_foreground_ml(rgb.astype(np.float64) / 255.0, alpha.astype(np.float64))
+        with _kernel_slot():
+            fg = pymatting.estimate_foreground_ml(rgb.astype(np.float64) / 255.0, alpha.astype(np.float64))
         return np.clip(np.rint(fg * 255.0), 0, 255).astype(np.uint8)
     small_rgb = np.asarray(Image.fromarray(rgb).resize(size, Image.BILINEAR), np.float64) / 255.0
     small_alpha = resize_alpha(alpha, size).astype(np.float64)
-    fg = pymatting.estimate_foreground_ml(small_rgb, small_alpha)
+    with _kernel_slot():
+        fg = pymatting.estimate_foreground_ml(small_rgb, small_alpha)
     fg_img = Image.fromarray(np.clip(np.rint(fg * 255.0), 0, 255).astype(np.uint8))
     up = np.asarray(fg_img.resize((w, h), Image.BILINEAR))
     out = rgb.copy()

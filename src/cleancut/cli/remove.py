@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..errors import CleancutError, ConfigError
 from ..pipeline import add_options_to_parser, options_from_namespace
+from ._notes import notes_to
 
 CUTOUT_TAG = ".cutout"
 _GLOB_CHARS = set("*?[")
@@ -237,7 +238,8 @@ def _run_stdin(options, output: Path | None) -> int:
     remover, options = _make_remover(options, 1)
     data = sys.stdin.buffer.read()
     image = cio.load_image(data, max_pixels=options.max_pixels, name="<stdin>")
-    result = cio.encode_image(remover.remove(image, options), options.format, options.quality)
+    with notes_to(lambda line: print(f"cleancut remove: {line}", file=sys.stderr)):
+        result = cio.encode_image(remover.remove(image, options), options.format, options.quality)
     try:
         if output is None:
             sys.stdout.buffer.write(result)
@@ -288,32 +290,33 @@ def _run_jobs(jobs: list[Job], failures: list[str], remover, options, overwrite:
     written = 0
     started = time.perf_counter()
     try:
-        if todo:
-            remover.load()  # a broken model fails once, here, not once per file
+        with notes_to(report):  # e.g. "preparing the alpha-matting kernels ..."
+            if todo:
+                remover.load()  # a broken model fails once, here, not once per file
 
-            def work(job: Job) -> None:
-                image = remover.remove(job.source, options)
-                job.target.parent.mkdir(parents=True, exist_ok=True)
-                cio.save_image(image, job.target, options.format, options.quality)
+                def work(job: Job) -> None:
+                    image = remover.remove(job.source, options)
+                    job.target.parent.mkdir(parents=True, exist_ok=True)
+                    cio.save_image(image, job.target, options.format, options.quality)
 
-            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-                futures = {pool.submit(work, job): job for job in todo}
-                try:
-                    for future in as_completed(futures):
-                        job = futures[future]
-                        try:
-                            future.result()
-                            written += 1
-                        except CleancutError as exc:
-                            failed.append(_message(job, exc))
-                            report(f"failed: {failed[-1]}")
-                        except OSError as exc:  # writing the output (disk full, permissions ...)
-                            failed.append(f"{job.source}: cannot write {job.target}: {exc.strerror or exc}")
-                            report(f"failed: {failed[-1]}")
-                        bar.update(1)
-                except BaseException:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise
+                with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                    futures = {pool.submit(work, job): job for job in todo}
+                    try:
+                        for future in as_completed(futures):
+                            job = futures[future]
+                            try:
+                                future.result()
+                                written += 1
+                            except CleancutError as exc:
+                                failed.append(_message(job, exc))
+                                report(f"failed: {failed[-1]}")
+                            except OSError as exc:  # writing the output (disk full, permissions ...)
+                                failed.append(f"{job.source}: cannot write {job.target}: {exc.strerror or exc}")
+                                report(f"failed: {failed[-1]}")
+                            bar.update(1)
+                    except BaseException:
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
     finally:
         bar.close()
         warnings.showwarning = previous_showwarning

@@ -56,6 +56,13 @@ def register(subparsers) -> None:
     group.add_argument("--root-path", default="", metavar="PREFIX",
                        help="URL prefix when a reverse proxy serves the app under a sub-path")
     group.add_argument("--no-ui", action="store_true", help="serve the API only, no web page at /")
+    group.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                       help="let browser pages from this origin (e.g. https://example.com; * for any) call "
+                            "the API; repeatable. Default: no CORS headers, so only the server's own page can")
+    group.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                       help="skip the start-up warm-up (one inference, and alpha matting when pymatting is "
+                            "installed, which compiles its kernels on a machine's first start); the first "
+                            "requests then pay those costs")
     group.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                        help="log level; info logs one line per request (default: info)")
     add_options_to_parser(parser, scopes=("operator",))
@@ -76,8 +83,9 @@ class _StderrHandler(logging.StreamHandler):
 
 @contextlib.contextmanager
 def _request_log(level: str) -> Iterator[None]:
-    """Send the server's log (one line per request) to stderr while serving."""
-    logger = logging.getLogger("cleancut.server")
+    """Send cleancut's log (one line per request, start-up and warm-up notes) to stderr while
+    serving."""
+    logger = logging.getLogger("cleancut")
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s cleancut: %(message)s"))
     previous = logger.level
@@ -90,25 +98,38 @@ def _request_log(level: str) -> Iterator[None]:
         logger.setLevel(previous)
 
 
+def make_server(app, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", root_path: str = "",
+                shutdown_timeout: float = 30.0):
+    """The uvicorn server ``cleancut serve`` runs ``app`` with. The request log is cleancut's
+    own; the HTTP implementation is h11 whatever else is installed, because it stops buffering a
+    request head that grows past the app's header cap (httptools has no such bound); the app
+    itself answers 431 above the cap."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on", root_path=root_path,
+        timeout_graceful_shutdown=shutdown_timeout or None, http="h11",
+        h11_max_incomplete_event_size=app.state.cleancut.settings.max_header_bytes)
+    return uvicorn.Server(config)
+
+
 def run(args: argparse.Namespace) -> int:
     from .._deps import require
     from ..server import ServerSettings, create_app
 
-    uvicorn = require("uvicorn", "cleancut serve")
+    require("uvicorn", "cleancut serve")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port expects a TCP port 0-65535, got {args.port}.")
     if args.shutdown_timeout < 0:
         raise ConfigError(f"--shutdown-timeout expects seconds >= 0, got {args.shutdown_timeout}.")
     settings = ServerSettings.from_values(
         options=options_from_namespace(args), workers=args.workers, max_queue=args.max_queue,
-        max_upload_mb=args.max_upload_mb, ui=not args.no_ui)
+        max_upload_mb=args.max_upload_mb, ui=not args.no_ui, warm_up=args.warm_up,
+        cors_origins=tuple(args.cors_origin))
     app = create_app(settings)  # an unknown model fails here with the list of valid ones
     app.state.cleancut.remover.load()  # and a broken one here, as a one-line error
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False,
-        lifespan="on", root_path=args.root_path,
-        timeout_graceful_shutdown=args.shutdown_timeout or None)
-    server = uvicorn.Server(config)
+    server = make_server(app, host=args.host, port=args.port, log_level=args.log_level,
+                         root_path=args.root_path, shutdown_timeout=args.shutdown_timeout)
     with _request_log(args.log_level):
         server.run()
     return 0 if server.started else 1

@@ -97,6 +97,15 @@ class ServerState:
         from concurrent.futures import ThreadPoolExecutor
 
         self.remover.load()  # a broken model fails here, before the first request
+        if self.settings.warm_up:  # first-use costs paid now, before the server reports ready
+            from ..refine import matting_available
+
+            matting = matting_available()
+            log.info("warming up: one inference%s ...", " and alpha matting (the first start on a machine "
+                     "compiles its kernels, about a minute)" if matting else "")
+            seconds = self.remover.warm_up(alpha_matting=matting)
+            log.info("warm-up done in %.1f s (%s)", sum(seconds.values()),
+                     ", ".join(f"{step} {s:.2f} s" for step, s in seconds.items()))
         self.tmpdir = Path(tempfile.mkdtemp(prefix="cleancut-serve-"))
         self.pool = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="cleancut-worker")
 
@@ -183,11 +192,12 @@ def _api_error(exc: CleancutError, job: Job) -> ApiError:
         return ApiError(400, message, "corrupt_image")
     if isinstance(exc, ConfigError):
         return ApiError(422, api_text(message), "invalid_option")
+    # server-side failures: the details (which may name server files) go to the log only
     if isinstance(exc, ModelError):
         log.error("model failure on %s: %s", job.name, message)
-        return ApiError(500, f"the model failed on this image: {message}", "model_error")
+        return ApiError(500, "the model failed on this image; the server log has the details.", "model_error")
     log.error("unexpected cleancut error on %s: %s", job.name, message)
-    return ApiError(500, message, "internal_error")
+    return ApiError(500, "internal server error; the server log has the details.", "internal_error")
 
 
 # ---------------------------------------------------------------- middleware
@@ -223,6 +233,27 @@ class AccessLog:
                 path += "?" + scope["query_string"].decode("latin-1")
             log.info('%s "%s %s" %d %.1fms %dB', f"{client[0]}:{client[1]}" if client else "-",
                      scope.get("method", ""), path, status, (time.perf_counter() - started) * 1000.0, sent)
+
+
+class HeaderLimit:
+    """Answers 431 to a request whose line plus headers exceed ``max_bytes``, whatever HTTP
+    server runs the app (uvicorn's h11 also bounds what it buffers before parsing)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            size = (len(scope.get("method", "")) + len(scope.get("raw_path") or scope.get("path", "").encode())
+                    + len(scope.get("query_string", b"")) + sum(len(k) + len(v) + 4 for k, v in scope["headers"]))
+            if size > self.max_bytes:
+                error = ApiError(431, f"the request line and headers are {size} bytes, above this server's limit "
+                                      f"of {self.max_bytes} bytes; send fewer or shorter headers.",
+                                 "headers_too_large", limit_bytes=self.max_bytes)
+                await _error_response(error.status, error.body())(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 # ---------------------------------------------------------------- the app
@@ -326,7 +357,16 @@ def build_app(settings: ServerSettings | None = None) -> FastAPI:
                     "option is a query parameter or a form field. Errors are JSON "
                     "`{\"error\": message, \"detail\": {...}}`.")
     app.state.cleancut = state
-    app.add_middleware(AccessLog)
+    if settings.cors_origins:  # no CORS headers at all unless the operator lists origins
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST"],
+            allow_headers=["Content-Type"], allow_credentials=False,
+            expose_headers=["Content-Disposition", "Retry-After", "X-Cleancut-Model", "X-Cleancut-Mode",
+                            "X-Processing-Ms"])
+    app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
+    app.add_middleware(AccessLog)  # outermost: logs every answer, 431s included
     _install_error_handlers(app)
     error_responses = {
         400: {"model": ErrorBody, "description": "corrupt or truncated image, or malformed body"},

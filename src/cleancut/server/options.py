@@ -132,7 +132,9 @@ def query_dependency() -> Callable[..., dict[str, str]]:
         params.append(inspect.Parameter(info.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                                         default=default))
 
-    def remove_options(request: Request, **values: Any) -> dict[str, str]:
+    async def remove_options(request: Request, **values: Any) -> dict[str, str]:
+        # async: a few dictionary look-ups, run on the event loop (FastAPI would give a plain
+        # function a thread of its pool for every request)
         given = request.query_params
         check_names(given.keys(), "query parameter")
         for name in given.keys():

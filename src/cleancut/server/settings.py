@@ -2,12 +2,14 @@
 
 The model, ONNX Runtime providers/threads and the pixel cap are the operator-scope options of
 :class:`~cleancut.pipeline.RemoveOptions` (defined there, once); this module only adds what is
-specific to serving: the worker pool, the request queue and the upload size limit.
+specific to serving: the worker pool, the request queue, the upload size limit, the start-up
+warm-up and the origins allowed to call the API from a browser (CORS).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
@@ -17,6 +19,9 @@ MIB = 1024 * 1024
 DEFAULT_WORKERS = 2
 DEFAULT_MAX_QUEUE = 16
 DEFAULT_MAX_UPLOAD_MB = 25.0
+#: default cap on a request's line plus headers; a larger request is answered 431
+MAX_HEADER_BYTES = 16 * 1024
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|\*")
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,12 @@ class ServerSettings:
     defaults. ``workers`` threads run the inference; at most ``workers + max_queue`` requests
     are admitted at once (being uploaded, waiting, or running) and the next one is answered
     503. ``max_upload_bytes`` caps the whole request body (the photo plus an optional
-    background picture).
+    background picture). ``warm_up`` runs one synthetic image through the model (and through
+    alpha matting when pymatting is installed) before the server reports ready, so the first
+    request does not pay the first-use costs. ``cors_origins`` lists the origins a browser page
+    may call the API from (``https://example.com``, or ``*`` for any); empty, no CORS headers
+    are sent and browsers keep other sites' pages out. ``max_header_bytes`` caps a request's
+    line plus headers (431 above it).
     """
 
     options: RemoveOptions = field(default_factory=RemoveOptions)
@@ -36,11 +46,22 @@ class ServerSettings:
     max_queue: int = DEFAULT_MAX_QUEUE
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * MIB)
     ui: bool = True  # serve the web page at /
+    warm_up: bool = True
+    cors_origins: tuple[str, ...] = ()
+    max_header_bytes: int = MAX_HEADER_BYTES
 
     def __post_init__(self) -> None:
         if not isinstance(self.options, RemoveOptions):
             raise ConfigError(f"ServerSettings.options expects RemoveOptions, got {type(self.options).__name__}.")
-        for name, minimum in (("workers", 1), ("max_queue", 0), ("max_upload_bytes", 1)):
+        origins = self.cors_origins
+        origins = (origins,) if isinstance(origins, str) else tuple(origins) if isinstance(origins, (list, tuple)) else (origins,)
+        for origin in origins:
+            if not isinstance(origin, str) or not _ORIGIN.fullmatch(origin):
+                raise ConfigError(
+                    f"--cors-origin expects an origin like https://example.com or http://localhost:3000 "
+                    f"(scheme, host and optional port; no path), or * for any; got {origin!r}.")
+        object.__setattr__(self, "cors_origins", origins)
+        for name, minimum in (("workers", 1), ("max_queue", 0), ("max_upload_bytes", 1), ("max_header_bytes", 1024)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 flag = "--max-upload-mb" if name == "max_upload_bytes" else "--" + name.replace("_", "-")

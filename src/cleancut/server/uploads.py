@@ -4,7 +4,6 @@ form fields, and checked to be images by their bytes (never by the declared cont
 from __future__ import annotations
 
 import io
-import struct
 from dataclasses import dataclass, field
 from typing import AsyncIterator
 
@@ -14,13 +13,12 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
 
 from ..errors import ConfigError
+from ..io import DECODE_ERRORS, gif_canvas_size
 from .errors import ApiError
 from .options import check_names, upload_options, value_options
 
 IMAGE_KINDS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 PHOTO_FIELD = "file"
-_HEADER_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
-                  KeyError, ZeroDivisionError)
 
 
 @dataclass
@@ -172,6 +170,9 @@ def check_image(data: bytes, what: str, max_pixels: int) -> tuple[str, tuple[int
     if mime is None:
         raise ApiError(415, f"{what} is not a supported image: expected {IMAGE_KINDS}, found "
                             f"{describe_bytes(data[:32])}.", "unsupported_media_type")
+    canvas = gif_canvas_size(io.BytesIO(data)) if mime == "image/gif" else None
+    if canvas is not None:  # checked before Image.open, which allocates a GIF's first frame
+        _check_pixels(what, *canvas, max_pixels)
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
@@ -180,14 +181,18 @@ def check_image(data: bytes, what: str, max_pixels: int) -> tuple[str, tuple[int
     except UnidentifiedImageError:
         raise ApiError(400, f"{what} starts like {mime} but its header cannot be read; the file is "
                             "corrupt or truncated.", "corrupt_image") from None
-    except _HEADER_ERRORS as exc:
+    except DECODE_ERRORS as exc:
         raise ApiError(400, f"{what} starts like {mime} but its header cannot be read ({type(exc).__name__}: "
                             f"{exc}); the file is corrupt or truncated.", "corrupt_image") from None
     if width <= 0 or height <= 0:
         raise ApiError(400, f"{what} has no pixels (size {width}x{height}).", "corrupt_image")
+    _check_pixels(what, width, height, max_pixels)
+    return mime, (width, height)
+
+
+def _check_pixels(what: str, width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ApiError(
             413, f"{what} is {width}x{height} = {width * height / 1e6:.1f} megapixels, above this "
                  f"server's limit of {max_pixels / 1e6:.1f} megapixels. Downscale it first.",
             "too_many_pixels", width=width, height=height, max_pixels=max_pixels)
-    return mime, (width, height)
