@@ -187,6 +187,8 @@ def test_found_by_fuzzing():
     """Cases the fuzz targets found (fuzz/regressions/options), as plain assertions."""
     with pytest.raises(ConfigError, match="colour name"):
         parse_color("hsv(0,101%,100%)")  # Pillow gives (255, -2, -2)
+    with pytest.raises(ConfigError, match="integer too long to print"):
+        parse_color([10**5000, 0, 0])  # found by hypothesis: the message's repr() raised ValueError
     with pytest.raises(ConfigError, match="comma-separated list"):
         RemoveOptions(providers=["CP,ExecutionProvider"])  # would read back as two providers
     with pytest.raises(ConfigError, match="a file path"):

@@ -272,8 +272,10 @@ def _shown(value: Any, limit: int = 80) -> str:
     """``repr(value)`` for a message, shortened: values come from users (and HTTP clients)."""
     try:
         text = repr(value)
-    except ValueError:  # an int with more digits than Python prints
-        return f"an integer of {value.bit_length()} bits"
+    except ValueError:  # an int with more digits than Python prints, maybe inside a container
+        if isinstance(value, int):
+            return f"an integer of {value.bit_length()} bits"
+        return f"a {type(value).__name__} holding an integer too long to print"
     return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text)} characters)"
 
 
