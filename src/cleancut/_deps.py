@@ -19,6 +19,7 @@ _EXTRAS = {
     "fastapi": "server",
     "uvicorn": "server",
     "optuna": "tune",
+    "av": "video",
 }
 
 
