@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import os
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -34,6 +35,11 @@ _STILL_FORMATS = ("image2", "image2pipe")
 def import_av():
     """PyAV, or MissingDependencyError with the install hint for the ``video`` extra."""
     return require("av", "Video processing (cleancut video)")
+
+
+class VideoWarning(UserWarning):
+    """The output is less complete than the input (e.g. a damaged audio track, an alpha channel
+    that cannot be decoded)."""
 
 
 @dataclass
@@ -132,12 +138,10 @@ class VideoSource:
         stream = self.stream
         if self.codec == "vp9" and stream.metadata.get("alpha_mode") == "1":
             try:
-                decoder = self._av.CodecContext.create("libvpx-vp9", "r")
-            except (self._av.error.FFmpegError, ValueError):
-                pass  # a build without libvpx: decode without the alpha plane
-            else:
-                decoder.pkt_timebase = self.time_base
-                return decoder
+                return self._av.CodecContext.create("libvpx-vp9", "r")
+            except (self._av.error.FFmpegError, ValueError) as exc:
+                warnings.warn(f"{self.name}: this FFmpeg build has no libvpx decoder ({exc}); the "
+                              "input's alpha channel is ignored.", VideoWarning, stacklevel=4)
         stream.codec_context.thread_type = "AUTO"
         return stream.codec_context
 

@@ -27,17 +27,13 @@ import numpy as np
 from ..errors import ConfigError, VideoTruncatedError
 from ..pipeline import RemoveOptions, options_from_mapping, process
 from ._threads import in_background
-from .decode import VideoSource
+from .decode import VideoSource, VideoWarning
 from .encode import FOLDER, check_options, folder_state, make_writer, output_kind
 from .smooth import MotionGatedEMA, SmoothParams
 
 __all__ = ["remove_video", "iter_video", "VideoResult", "VideoWarning"]
 
 _DEPTH = 2  # frames queued between two stages
-
-
-class VideoWarning(UserWarning):
-    """Something about the output is not as complete as the input (e.g. a damaged audio track)."""
 
 
 @dataclass
