@@ -145,13 +145,17 @@ def test_rotated_frames_are_processed_and_written_upright(run, tmp_path):
     assert np.mean((frame > 128) == (expected > 128)) > 0.95
 
 
-def test_animated_gif_input(run, tmp_path):
-    gif = make_clip(tmp_path / "anim.gif", codec="gif", pix_fmt="rgb8", frames=6, rate=10, audio=None)
-    out = tmp_path / "anim.webm"
-    code, err = run(gif, "-o", out)
+@pytest.mark.parametrize("name, extra", [("anim.webm", []), ("anim.mov", []),
+                                         ("anim.mp4", ["--bg-color", "white"])])
+def test_animated_gif_with_odd_size(run, tmp_path, name, extra):
+    gif = make_clip(tmp_path / "anim.gif", codec="gif", pix_fmt="rgb8", frames=6, rate=10,
+                    audio=None, size=(63, 47))  # odd: 4:2:0 chroma and ProRes need care
+    out = tmp_path / name
+    code, err = run(gif, "-o", out, *extra)
     assert code == 0, err
     got = probe(out)
-    assert got.frames == 6 and got.has_alpha and got.audio is None
+    assert (got.frames, got.size, got.audio) == (6, (63, 47), None)
+    assert got.has_alpha is (not extra)
     assert got.end == pytest.approx(probe(gif).end, abs=0.011)
 
 
@@ -191,11 +195,16 @@ def test_iter_video_yields_frames_and_mattes(clip, tiny_model):
     assert not np.array_equal(pairs[0][1], pairs[-1][1])  # the subject moved
 
 
-def test_iter_video_smoothing_can_be_turned_off(clip, tiny_model):
-    raw = [a for _, a in cleancut.iter_video(clip, model=str(tiny_model), smooth=False)]
+def test_iter_video_smoothing_can_be_turned_off(clip, tiny_model, remover):
+    pairs = list(cleancut.iter_video(clip, model=str(tiny_model), smooth=False))
     smooth = [a for _, a in cleancut.iter_video(clip, model=str(tiny_model))]
-    assert np.array_equal(raw[0], smooth[0])  # nothing to smooth with on the first frame
-    assert all(np.isfinite(a).all() and a.min() >= 0 and a.max() <= 1 for a in smooth)
+    # without smoothing: exactly the photo path's matte of each decoded frame
+    for frame, alpha in pairs[:3]:
+        assert np.array_equal(alpha, remover.predict_mask(frame))
+    # with it: the same number of mattes, blended with the neighbours where the picture is still
+    assert len(smooth) == len(pairs)
+    assert any(not np.array_equal(a, s) for (_, a), s in zip(pairs, smooth))
+    assert all(np.abs(a - s).mean() < 0.05 for (_, a), s in zip(pairs, smooth))
 
 
 def test_api_refuses_crop_and_alpha_in_mp4(clip, tiny_model, tmp_path):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from cleancut.video._threads import in_background
 from cleancut.video.orientation import Orientation, rotation_degrees
-from cleancut.video.smooth import MotionGatedEMA, SmoothParams
+from cleancut.video.smooth import SmoothParams, TemporalSmoother
 
 
 # ---------------------------------------------------------------- orientation
@@ -69,51 +69,68 @@ def test_odd_angles_are_left_to_the_player():
 # ---------------------------------------------------------------- smoothing
 
 
-def still_frame(value: int = 90, size=(80, 60)) -> Image.Image:
-    rng = np.random.default_rng(0)
-    pixels = np.clip(value + rng.normal(0, 3, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
+def still_frame(value: int = 90, size=(80, 60), seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    pixels = np.clip(value + rng.normal(0, 2, (size[1], size[0], 3)), 0, 255).astype(np.uint8)
     return Image.fromarray(pixels)
+
+
+def smooth_all(smoother, frames, alphas):
+    return [a for _, a in smoother.smooth(zip(frames, alphas))]
 
 
 def test_still_picture_flicker_is_averaged_out():
     rng = np.random.default_rng(1)
-    ema = MotionGatedEMA(SmoothParams(strength=0.7))
-    frame = still_frame()
-    raw, smoothed = [], []
-    for _ in range(40):
-        alpha = np.clip(0.5 + rng.normal(0, 0.15, (60, 80)), 0, 1).astype(np.float32)
-        raw.append(alpha)
-        smoothed.append(ema(frame, alpha))
-    flicker = lambda seq: np.mean([np.abs(b - a).mean() for a, b in zip(seq[10:], seq[11:])])  # noqa: E731
+    frames = [still_frame(seed=i) for i in range(30)]  # the same picture, fresh sensor noise
+    raw = [np.clip(0.5 + rng.normal(0, 0.15, (60, 80)), 0, 1).astype(np.float32) for _ in frames]
+    smoothed = smooth_all(TemporalSmoother(SmoothParams(radius=2)), frames, raw)
+    assert len(smoothed) == len(raw)
+    flicker = lambda seq: np.mean([np.abs(b - a).mean() for a, b in zip(seq, seq[1:])])  # noqa: E731
     assert flicker(smoothed) < 0.5 * flicker(raw)
-    assert np.mean(smoothed[10:]) == pytest.approx(np.mean(raw[10:]), abs=0.02)
+    assert np.mean(smoothed) == pytest.approx(np.mean(raw), abs=0.01)  # no bias
 
 
-def test_moving_parts_follow_the_new_matte_at_once():
-    ema = MotionGatedEMA()
-    before = np.zeros((60, 80, 3), np.uint8)
-    after = before.copy()
-    after[20:40, 50:70] = 255  # something bright appeared on the right
-    ema(Image.fromarray(before), np.zeros((60, 80), np.float32))
-    alpha = np.zeros((60, 80), np.float32)
-    alpha[20:40, 50:70] = 1.0
-    out = ema(Image.fromarray(after), alpha)
-    assert out[25:35, 55:65].min() == pytest.approx(1.0, abs=1e-3)  # no lag where it moved
-    assert out[:, :30].max() == 0.0
+def test_moving_parts_are_not_blended_with_other_frames():
+    frames, alphas = [], []
+    for i in range(5):
+        pixels = np.zeros((60, 80, 3), np.uint8)
+        pixels[20:40, 10 + 15 * i:25 + 15 * i] = 255  # a bright block jumping right
+        frames.append(Image.fromarray(pixels))
+        alphas.append((pixels[:, :, 0] > 0).astype(np.float32))
+    smoothed = smooth_all(TemporalSmoother(SmoothParams(radius=2)), frames, alphas)
+    for raw, out in zip(alphas, smoothed):
+        # inside the block and far from it the matte is unchanged (only a rim of the scaled
+        # weight maps can mix)
+        assert out[25:35][raw[25:35] == 1].min() > 0.95
+        assert out[:15].max() == 0.0 and out[45:].max() == 0.0
 
 
-def test_first_frame_and_scene_cuts_pass_through():
-    ema = MotionGatedEMA()
-    alpha = np.full((60, 80), 0.3, np.float32)
-    assert np.array_equal(ema(still_frame(20), alpha), alpha)
-    new = np.full((60, 80), 0.9, np.float32)
-    assert np.array_equal(ema(still_frame(230), new), new)  # a cut: no blending across it
-    settled = ema(still_frame(230), np.full((60, 80), 0.5, np.float32))
-    assert 0.5 < settled.mean() < 0.9  # still picture: blended with the previous matte
+def test_window_is_centred_streamed_and_bounded():
+    smoother = TemporalSmoother(SmoothParams(radius=2))
+    frame = still_frame()
+    ready = [smoother.push(i, frame, np.full((60, 80), float(i), np.float32)) for i in range(6)]
+    assert [len(r) for r in ready] == [0, 0, 1, 1, 1, 1]  # each frame waits for 2 later ones
+    assert len(smoother._window) == 2  # never more than the window
+    first_keys = [r[0][0] for r in ready if r]
+    assert first_keys == [0, 1, 2, 3]
+    (key, value), = ready[3]  # frame 1: the mean of frames 0..3 on a still picture
+    assert key == 1 and value.mean() == pytest.approx(np.mean([0, 1, 2, 3]), abs=1e-3)
+    (_, middle), = ready[4]  # frame 2: the mean of frames 0..4
+    assert middle.mean() == pytest.approx(2.0, abs=1e-3)
+    tail = smoother.flush()
+    assert [k for k, _ in tail] == [4, 5] and smoother.flush() == []
 
 
-@pytest.mark.parametrize("kwargs", [{"strength": 1.0}, {"motion_low": 0.2, "motion_high": 0.1},
-                                    {"spread": -1}])
+def test_scene_cut_is_not_blended():
+    smoother = TemporalSmoother()
+    dark, bright = still_frame(20), still_frame(230)
+    out = smooth_all(smoother, [dark, dark, bright, bright],
+                     [np.full((60, 80), v, np.float32) for v in (0.2, 0.2, 0.9, 0.9)])
+    assert [round(float(a.mean()), 3) for a in out] == [0.2, 0.2, 0.9, 0.9]
+
+
+@pytest.mark.parametrize("kwargs", [{"radius": 0}, {"motion_low": 0.2, "motion_high": 0.1},
+                                    {"work_side": 4}])
 def test_bad_smoothing_parameters(kwargs):
     with pytest.raises(ValueError):
         SmoothParams(**kwargs)

@@ -66,7 +66,7 @@ class AudioTrack:
         av = self._av
         try:
             while self._packets is not None:
-                packet = self._pending or next(self._packets, None)
+                packet = self._pending if self._pending is not None else next(self._packets, None)
                 self._pending = None
                 if packet is None:
                     self._finish()

@@ -50,7 +50,7 @@ class Frame:
     index: int
     pts: int
     duration: int | None
-    time: float  # seconds from the stream's start
+    time: float  # presentation time in seconds (pts x time_base)
     image: "Image.Image"
 
 
@@ -77,7 +77,7 @@ class VideoSource:
             raise
         self.orientation = Orientation()  # known after the first frame (it travels with frames)
         self.decoded = 0
-        self.decoded_seconds = 0.0  # end time of the last decoded frame
+        self.decoded_seconds = 0.0  # end of the last decoded frame, from the stream's start
         self.truncation: str | None = None  # set by frames() when the input ended early
 
     # ------------------------------------------------------------ checks before any work
@@ -160,6 +160,7 @@ class VideoSource:
         last_pts: int | None = None
         error: str | None = None
         step = _frame_step(self.average_rate, self.time_base)
+        start = self.stream.start_time or 0
         try:
             for packet in self.container.demux(self.stream):
                 for frame in self._decoder.decode(packet):
@@ -174,7 +175,7 @@ class VideoSource:
                     yield Frame(self.decoded, pts, duration, float(pts * self.time_base), image)
                     self.decoded += 1
                     last_pts = pts
-                    self.decoded_seconds = float((pts + (duration or step)) * self.time_base)
+                    self.decoded_seconds = float((pts + (duration or step) - start) * self.time_base)
         except (av.error.FFmpegError, OSError) as exc:
             error = reason(exc)
             if self.decoded == 0:

@@ -3,7 +3,8 @@
 Every frame goes through the photo path: inference by a :class:`~cleancut.api.Remover`
 (``predict_mask``), the same :class:`~cleancut.pipeline.RemoveOptions`, and
 :func:`~cleancut.pipeline.process` to compose the output. Between inference and composition the
-matte is smoothed over time (:mod:`cleancut.video.smooth`), unless ``smooth=False``.
+matte is smoothed over time (:mod:`cleancut.video.smooth`: a motion-gated average over the
+neighbouring frames), unless ``smooth=False``.
 
 The work is streamed through four stages, each in its own thread and connected by small bounded
 queues, so decoding, inference, composition and encoding overlap and at most a handful of frames
@@ -29,7 +30,7 @@ from ..pipeline import RemoveOptions, options_from_mapping, process
 from ._threads import in_background
 from .decode import VideoSource, VideoWarning
 from .encode import FOLDER, check_options, folder_state, make_writer, output_kind
-from .smooth import MotionGatedEMA, SmoothParams
+from .smooth import SmoothParams, TemporalSmoother
 
 __all__ = ["remove_video", "iter_video", "VideoResult", "VideoWarning"]
 
@@ -73,14 +74,17 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _mattes(source: VideoSource, remover, options: RemoveOptions, smooth: SmoothParams | None):
-    """(frame, matte) pairs: the model's matte, smoothed over time. The decoder runs in its own
-    thread; this generator is meant to run in another."""
-    smoother = MotionGatedEMA(smooth) if smooth is not None else None
+    """(frame, matte) pairs, in order: the model's matte, smoothed over time. The decoder runs in
+    its own thread; this generator is meant to run in another."""
+    smoother = TemporalSmoother(smooth) if smooth is not None else None
     for frame in in_background(source.frames(), _DEPTH, "cleancut-decode"):
         alpha = remover.predict_mask(frame.image, max_pixels=options.max_pixels)
-        if smoother is not None:
-            alpha = smoother(frame.image, alpha)
-        yield frame, alpha
+        if smoother is None:
+            yield frame, alpha
+        else:
+            yield from smoother.push(frame, frame.image, alpha)
+    if smoother is not None:
+        yield from smoother.flush()
 
 
 def _smooth_params(smooth: bool | SmoothParams) -> SmoothParams | None:

@@ -1,66 +1,76 @@
-"""Temporal smoothing of the matte: an exponential moving average gated by motion.
+"""Temporal smoothing of the matte: a motion-gated average over neighbouring frames.
 
 Run frame by frame, a photo model's matte flickers: edges and thin parts jump between frames where
-nothing in the picture moved. :class:`MotionGatedEMA` blends each new matte with the smoothed one
-of the previous frame, pixel by pixel, with a weight that depends on how much the picture changed
-there:
+nothing in the picture moved. :class:`TemporalSmoother` replaces each frame's matte by a per-pixel
+weighted average of the mattes of the frames around it (``radius`` before and after), where each
+neighbour's weight says how little the picture changed at that pixel between it and the frame
+being smoothed (a temporal bilateral filter):
 
-* where the frame is still (grey level changed by less than ``motion_low``), the new matte gets
-  the weight ``1 - strength``: the matte settles and the jitter averages out;
-* where it moved (a change of ``motion_high`` or more), the new matte is taken as is, so moving
-  subjects are followed without lag or ghosting; in between the weight rises linearly;
-* the motion map is computed at a small working size (``work_side``), spread to neighbouring
-  pixels (``spread``, so the moving edge of a flat-coloured subject counts as moving) and scaled up
-  to the frame;
-* a scene cut (mean grey change above ``scene_cut``) restarts the average.
+* where the grey level differs by ``motion_low`` or less (sensor and compression noise), the
+  neighbour counts fully, so the matte's jitter averages out;
+* where it differs by ``motion_high`` or more (something moved, a scene cut), the neighbour does
+  not count at all, so moving subjects are not blurred or delayed; in between the weight falls
+  linearly;
+* the differences are measured at a small working size (``work_side`` pixels on the long side,
+  which also averages out noise) and the weights scaled up to the frame.
 
-It costs a few milliseconds per frame and keeps one matte and one small grey frame, whatever the
-clip's length. The defaults were tuned on DAVIS ``cows`` and checked on ``paragliding-launch``
-(``benchmarks/bench_video.py``).
+The window is centred, so unlike a running average the matte neither lags behind a moving
+subject nor holds on to a wrong value seen at a moment of motion. The cost is a delay of
+``radius`` frames (the smoother hands a frame back once its later neighbours have arrived) and a
+buffer of ``2 * radius + 1`` frames and mattes, whatever the clip's length. Each pair of frames is
+compared once (the weight is symmetric), so a frame costs ``radius`` weight maps.
+
+The defaults were tuned on DAVIS ``cows`` and checked on ``paragliding-launch``
+(``benchmarks/bench_video.py --tune``; figures and the selection rule in the README).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
+from typing import Any, Iterator
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from ..preprocess import resize_alpha
 
 
 @dataclass(frozen=True)
 class SmoothParams:
-    """Parameters of :class:`MotionGatedEMA` (see the module docstring)."""
+    """Parameters of :class:`TemporalSmoother` (see the module docstring)."""
 
-    strength: float = 0.6
-    motion_low: float = 0.02
-    motion_high: float = 0.12
-    spread: int = 1
+    radius: int = 1
+    motion_low: float = 0.01
+    motion_high: float = 0.16
     work_side: int = 256
-    scene_cut: float = 0.25
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.strength < 1.0:
-            raise ValueError(f"strength must be in [0, 1), got {self.strength}")
+        if not 1 <= self.radius <= 8:
+            raise ValueError(f"radius must be 1 to 8 frames, got {self.radius}")
         if not 0.0 <= self.motion_low < self.motion_high:
             raise ValueError(f"expected 0 <= motion_low < motion_high, got {self.motion_low}, "
                              f"{self.motion_high}")
-        if self.spread < 0 or self.work_side < 8:
-            raise ValueError(f"expected spread >= 0 and work_side >= 8, got {self.spread}, "
-                             f"{self.work_side}")
+        if self.work_side < 8:
+            raise ValueError(f"work_side must be at least 8, got {self.work_side}")
 
 
-class MotionGatedEMA:
-    """Stateful smoother: call it with each frame and its raw matte, in order."""
+@dataclass
+class _Entry:
+    key: Any
+    grey: np.ndarray  # working size, [0, 1]
+    alpha: np.ndarray  # frame size
+    num: np.ndarray  # running weighted sum of the window's mattes
+    den: np.ndarray  # running sum of the weights
+
+
+class TemporalSmoother:
+    """Streaming smoother: :meth:`push` each frame and its raw matte in order, and take back the
+    ``(key, smoothed matte)`` pairs that are complete; :meth:`flush` at the end of the clip."""
 
     def __init__(self, params: SmoothParams | None = None):
         self.params = params or SmoothParams()
-        self.reset()
-
-    def reset(self) -> None:
-        self._grey: np.ndarray | None = None
-        self._alpha: np.ndarray | None = None
+        self._window: deque[_Entry] = deque()  # frames still waiting for later neighbours
 
     def _small_grey(self, image: Image.Image) -> np.ndarray:
         w, h = image.size
@@ -69,29 +79,43 @@ class MotionGatedEMA:
         small = image.convert("RGB").resize(size, Image.BILINEAR, reducing_gap=2.0)
         return np.asarray(small.convert("L"), np.float32) / 255.0
 
-    def weights(self, grey: np.ndarray, previous: np.ndarray) -> np.ndarray:
-        """Per-pixel weight of the new matte (working size) for two grey frames in [0, 1]."""
+    def weight(self, grey: np.ndarray, other: np.ndarray) -> np.ndarray:
+        """Per-pixel weight (working size) of one frame's matte in another's average."""
         p = self.params
-        motion = np.clip((np.abs(grey - previous) - p.motion_low) / (p.motion_high - p.motion_low),
-                         0.0, 1.0)
-        if p.spread:
-            spread = Image.fromarray(np.rint(motion * 255).astype(np.uint8), "L")
-            spread = spread.filter(ImageFilter.MaxFilter(2 * p.spread + 1))
-            motion = np.asarray(spread, np.float32) / 255.0
-        return (1.0 - p.strength) + p.strength * motion
+        change = np.abs(grey - other)
+        return np.clip((p.motion_high - change) / (p.motion_high - p.motion_low), 0.0, 1.0)
 
-    def __call__(self, image: Image.Image, alpha: np.ndarray) -> np.ndarray:
-        """The smoothed matte (float32 HxW in [0, 1]) for ``image`` and its raw ``alpha``."""
+    def push(self, key: Any, image: Image.Image, alpha: np.ndarray) -> list[tuple[Any, np.ndarray]]:
+        """Add a frame (``image``) and its raw matte (float32 HxW in [0, 1]); returns the frames
+        whose window is now complete, oldest first."""
         alpha = np.asarray(alpha, np.float32)
-        grey = self._small_grey(image)
-        previous, past = self._grey, self._alpha
-        self._grey = grey
-        if (previous is None or past is None or previous.shape != grey.shape
-                or past.shape != alpha.shape
-                or float(np.mean(np.abs(grey - previous))) > self.params.scene_cut):
-            self._alpha = alpha
-            return alpha
-        weight = resize_alpha(self.weights(grey, previous), (alpha.shape[1], alpha.shape[0]))
-        smoothed = past + weight * (alpha - past)
-        self._alpha = smoothed
-        return smoothed
+        entry = _Entry(key, self._small_grey(image), alpha, alpha.copy(), np.ones_like(alpha))
+        ready = []
+        if self._window and self._window[-1].alpha.shape != alpha.shape:
+            ready = self.flush()  # the frame size changed: a new shot
+        for other in self._window:  # the previous `radius` frames
+            if other.grey.shape != entry.grey.shape:
+                continue
+            w = resize_alpha(self.weight(entry.grey, other.grey), (alpha.shape[1], alpha.shape[0]))
+            other.num += w * alpha
+            other.den += w
+            entry.num += w * other.alpha
+            entry.den += w
+        self._window.append(entry)
+        if len(self._window) > self.params.radius:
+            # the oldest has now seen `radius` frames after it; before it, it saw `radius` too
+            done = self._window.popleft()
+            ready.append((done.key, done.num / done.den))
+        return ready
+
+    def flush(self) -> list[tuple[Any, np.ndarray]]:
+        """The frames still waiting (the clip ended before their later neighbours)."""
+        ready = [(e.key, e.num / e.den) for e in self._window]
+        self._window.clear()
+        return ready
+
+    def smooth(self, pairs) -> Iterator[tuple[Any, np.ndarray]]:
+        """Smooth a whole stream of ``(image, alpha)`` pairs; yields ``(image, smoothed)``."""
+        for image, alpha in pairs:
+            yield from self.push(image, image, alpha)
+        yield from self.flush()
