@@ -109,6 +109,12 @@ def probe_audio_seconds(path: Path) -> float:
         return sum(f.samples for f in container.decode(stream)) / stream.codec_context.sample_rate
 
 
+def test_a_trailing_slash_names_a_folder(run, clip, tmp_path):
+    code, err = run(clip, "-o", f"{tmp_path / 'take.v2'}/", "--mode", "mask")
+    assert code == 0, err
+    assert len(list((tmp_path / "take.v2").glob("frame_*.png"))) == 12
+
+
 def test_mask_mode_writes_a_grayscale_matte(run, clip, tmp_path):
     out = tmp_path / "matte.mp4"
     code, err = run(clip, "-o", out, "--mode", "mask")

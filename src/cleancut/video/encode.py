@@ -77,12 +77,16 @@ FRAME_PREFIX = "frame_"
 _IMAGE_SUFFIXES = (".png", ".webp", ".jpg")
 
 
-def output_kind(path: Path) -> str:
-    """``webm``, ``mov``, ``mp4`` or ``folder`` for an output path; ConfigError otherwise."""
-    suffix = path.suffix.lower()
+def output_kind(path: str | os.PathLike) -> str:
+    """``webm``, ``mov``, ``mp4`` or ``folder`` for an output path (a folder: an existing one, a
+    name without suffix, or any name ending in a slash); ConfigError otherwise."""
+    text = os.fspath(path)
+    if text.endswith(("/", os.sep)):
+        return FOLDER
+    suffix = Path(text).suffix.lower()
     if suffix.lstrip(".") in CODECS:
         return suffix.lstrip(".")
-    if path.is_dir() or not suffix or os.fspath(path).endswith(os.sep):
+    if Path(text).is_dir() or not suffix:
         return FOLDER
     raise ConfigError(f"cannot write video to {path}: the suffix picks the output, expected .webm "
                       "(VP9 with alpha), .mov (ProRes 4444 with alpha), .mp4 (H.264, no alpha) or "

@@ -141,7 +141,7 @@ def remove_video(src: str | os.PathLike, dst: str | os.PathLike, options: Remove
     source_path, target = Path(src), Path(dst)
     if _same_file(source_path, target):
         raise ConfigError(f"refusing to write the output over its input {source_path}.")
-    kind = output_kind(target)
+    kind = output_kind(dst)
     check_options(kind, opts)
     result = VideoResult(source_path, target)
     if kind == FOLDER:
