@@ -266,18 +266,23 @@ def speed(args, workdir: Path) -> dict:
 
 
 def _synthetic_frames(count: int, size=(1920, 1080)):
+    """A smooth grey pattern drifting right and a bright disc circling over it (cheap: slices of
+    arrays made once)."""
     w, h = size
-    x = np.linspace(0, 1, w, dtype=np.float32)[None, :]
-    y = np.linspace(0, 1, h, dtype=np.float32)[:, None]
-    yy, xx = np.mgrid[0:h, 0:w]
+    y, x = np.mgrid[0:h, 0:2 * w].astype(np.float32)
+    texture = 60 + 60 * np.sin(2 * np.pi * x / w) * np.cos(2 * np.pi * y / h)
+    texture = np.repeat(np.clip(texture, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+    r = h // 5
+    yy, xx = np.mgrid[-r:r, -r:r]
+    disc = xx ** 2 + yy ** 2 < r ** 2
     for i in range(count):
         t = i / 25.0
-        base = 60 + 60 * np.sin(2 * np.pi * (x + 0.05 * t)) * np.cos(2 * np.pi * (y - 0.03 * t))
-        rgb = np.repeat(base[:, :, None], 3, axis=2)
-        cx, cy = w * (0.5 + 0.3 * np.sin(0.4 * t)), h * (0.5 + 0.2 * np.cos(0.3 * t))
-        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < (h / 5) ** 2
-        rgb[disc] = (230, 200, 170)
-        yield np.clip(rgb, 0, 255).astype(np.uint8)
+        shift = (i * 4) % w
+        rgb = texture[:, shift:shift + w].copy()
+        cx = int(w * (0.5 + 0.3 * np.sin(0.4 * t)))
+        cy = int(h * (0.5 + 0.2 * np.cos(0.3 * t)))
+        rgb[cy - r:cy + r, cx - r:cx + r][disc] = (230, 200, 170)
+        yield rgb
 
 
 def _status_kb(pid: int, key: str) -> int | None:

@@ -145,11 +145,6 @@ class VideoSource:
         stream.codec_context.thread_type = "AUTO"
         return stream.codec_context
 
-    @property
-    def duration_text(self) -> str:
-        seconds = self.expected_seconds
-        return f"{seconds:.2f} s" if seconds is not None else "unknown length"
-
     # ------------------------------------------------------------ decoding
 
     def frames(self) -> Iterator[Frame]:

@@ -61,8 +61,9 @@ class Codec:
 
 CODECS = {
     "webm": Codec("webm", "libvpx-vp9", "yuva420p", "yuv420p", "yuv420p",
+                  # lag-in-frames 0: no look-ahead queue (200 MB less at 1080p with alpha)
                   (("deadline", "realtime"), ("cpu-used", "6"), ("crf", "30"), ("b", "0"),
-                   ("row-mt", "1")), "VP9"),
+                   ("row-mt", "1"), ("lag-in-frames", "0")), "VP9"),
     # FFmpeg's "prores" (prores_aw) is ~5x faster than prores_ks but needs an even width
     "mov": Codec("mov", "prores", "yuva444p10le", "yuv422p10le", "yuv444p10le", (), "ProRes",
                  odd_width_codec="prores_ks"),

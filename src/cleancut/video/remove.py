@@ -19,7 +19,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -191,7 +191,8 @@ def _run(source: VideoSource, writer, remover, options: RemoveOptions,
     def composed():
         for frame, alpha in in_background(_mattes(source, remover, options, smooth), _DEPTH,
                                           "cleancut-infer"):
-            yield frame, writer.prepare(process(frame.image, alpha, options))
+            prepared = writer.prepare(process(frame.image, alpha, options))
+            yield replace(frame, image=None), prepared  # the picture is not needed any more
 
     total = source.expected_frames or _estimate_frames(source)
     with tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
