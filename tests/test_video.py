@@ -55,18 +55,21 @@ def one_error_line(err: str) -> str:
 # ---------------------------------------------------------------- every output kind
 
 
-@pytest.mark.parametrize("name, extra, alpha, audio", [
-    ("cut.webm", [], True, "opus"),  # AAC is re-encoded: WebM only holds Opus / Vorbis
-    ("cut.mov", [], True, "aac"),  # copied
-    ("cut.mp4", ["--bg-color", "red"], False, "aac"),  # copied
+@pytest.mark.parametrize("name, extra, alpha, audio, profile", [
+    ("cut.webm", [], True, "opus", "Profile 0"),  # AAC is re-encoded: WebM only holds Opus / Vorbis
+    ("cut.mov", [], True, "aac", "4444"),  # copied
+    ("cut.mov", ["--bg-color", "red"], False, "aac", "HQ"),
+    ("cut.mp4", ["--bg-color", "red"], False, "aac", "High"),  # copied
 ])
-def test_video_outputs_keep_frames_timing_and_audio(run, clip, source, tmp_path, name, extra, alpha, audio):
+def test_video_outputs_keep_frames_timing_and_audio(run, clip, source, tmp_path, name, extra, alpha,
+                                                    audio, profile):
     out = tmp_path / name
     code, err = run(clip, "-o", out, *extra)
     assert code == 0, err
     assert f"wrote {out}: 12 frames" in err
     got = probe(out)
     assert got.frames == source.frames == 12
+    assert got.rate == source.rate == 25 and got.profile == profile
     assert got.times == pytest.approx(source.times, abs=1e-3)
     assert got.end == pytest.approx(source.end, abs=1e-3)
     assert got.size == SIZE

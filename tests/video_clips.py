@@ -85,6 +85,8 @@ class Probe:
     first: np.ndarray | None = None  # first frame as RGBA (alpha 255 where none)
     audio: str | None = None  # audio codec
     audio_seconds: float = 0.0
+    rate: object = None  # the stream's average frame rate
+    profile: str | None = None
 
     @property
     def has_alpha(self) -> bool:
@@ -98,7 +100,8 @@ def probe(path) -> Probe:
         decoder = stream.codec_context
         if decoder.name == "vp9" and stream.metadata.get("alpha_mode") == "1":
             decoder = av.CodecContext.create("libvpx-vp9", "r")
-        info = Probe(container.format.name, stream.codec_context.name, stream.codec_context.pix_fmt)
+        info = Probe(container.format.name, stream.codec_context.name, stream.codec_context.pix_fmt,
+                     rate=stream.average_rate, profile=stream.codec_context.profile)
         tb = stream.time_base
         for packet in container.demux(stream):
             for frame in decoder.decode(packet):

@@ -57,6 +57,7 @@ class Codec:
     options: tuple[tuple[str, str], ...] = ()
     label: str = ""
     odd_width_codec: str | None = None  # an encoder for odd widths, where ``codec`` needs even
+    profiles: tuple[tuple[str, str], ...] = ()  # pixel format -> the encoder's profile option
 
 
 CODECS = {
@@ -66,7 +67,8 @@ CODECS = {
                    ("row-mt", "1"), ("lag-in-frames", "0")), "VP9"),
     # FFmpeg's "prores" (prores_aw) is ~5x faster than prores_ks but needs an even width
     "mov": Codec("mov", "prores", "yuva444p10le", "yuv422p10le", "yuv444p10le", (), "ProRes",
-                 odd_width_codec="prores_ks"),
+                 odd_width_codec="prores_ks",  # 3 = 422 HQ, 4 = 4444 (its default would be 422 LT)
+                 profiles=(("yuv422p10le", "3"), ("yuv444p10le", "4"), ("yuva444p10le", "4"))),
     "mp4": Codec("mp4", "libx264", None, "yuv420p", "yuv444p",
                  (("preset", "veryfast"), ("crf", "18")), "H.264"),
 }
@@ -196,7 +198,11 @@ class FileWriter:
         name = self.codec.codec
         if source.width % 2 and self.codec.odd_width_codec:
             name = self.codec.odd_width_codec
-        stream = self._container.add_stream(name, rate=rate, options=dict(self.codec.options))
+        options = dict(self.codec.options)
+        profile = dict(self.codec.profiles).get(self.pix_fmt)
+        if profile:
+            options["profile"] = profile
+        stream = self._container.add_stream(name, rate=rate, options=options)
         stream.width, stream.height = source.width, source.height
         stream.pix_fmt = self.pix_fmt
         ctx = stream.codec_context
