@@ -371,3 +371,12 @@ def test_video_is_listed_in_help(capsys):
         main(["--help"])
     assert "video" in capsys.readouterr().out
 
+
+
+def test_without_pyav_the_error_names_the_extra(run, clip, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "av", None)  # as if PyAV were not installed
+    code, err = run(clip, "-o", tmp_path / "out.webm")
+    assert code == 1 and "pip install 'cleancut[video]'" in one_error_line(err)
+    assert list(tmp_path.iterdir()) == []
