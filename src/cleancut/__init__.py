@@ -7,13 +7,15 @@ The public API is small and imports nothing heavy at import time::
     remover = cleancut.Remover(model="cleancut-default")
     alpha = remover.predict_mask(image)            # float32 HxW in [0, 1]
     cleancut.list_models()
+    cleancut.remove_video("clip.mp4", "clip.webm")  # every frame, VP9 with alpha (extra [video])
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["remove", "Remover", "RemoveOptions", "list_models", "get_model", "__version__"]
+__all__ = ["remove", "Remover", "RemoveOptions", "list_models", "get_model", "remove_video",
+           "iter_video", "__version__"]
 
 
 def __getattr__(name: str):
@@ -26,6 +28,10 @@ def __getattr__(name: str):
         from .pipeline import RemoveOptions
 
         return RemoveOptions
+    if name in ("remove_video", "iter_video"):
+        from .video import remove
+
+        return getattr(remove, name)
     if name in ("list_models", "get_model"):
         from . import models
 

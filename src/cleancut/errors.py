@@ -32,6 +32,20 @@ class ImageTooLargeError(ImageError):
     """An image has more pixels than the configured cap."""
 
 
+class VideoError(CleancutError):
+    """A video cannot be read or written: not a video, no video stream, an unsupported codec, an
+    output kind that cannot hold what was asked for."""
+
+
+class VideoTruncatedError(VideoError):
+    """A video ended before its declared length. The frames that could be decoded were processed
+    and written; ``result`` describes that output."""
+
+    def __init__(self, message: str, result: object = None):
+        super().__init__(message)
+        self.result = result
+
+
 class ModelError(CleancutError):
     """A model name, file or spec is unknown or inconsistent."""
 
