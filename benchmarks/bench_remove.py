@@ -53,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from cleancut import Remover
-    from cleancut.cli.remove import _scan_folder
+    from cleancut.jobs import LOCAL
     from cleancut.io import encode_image, load_image
     from cleancut.pipeline import options_from_mapping
 
-    paths = _scan_folder(args.folder, None, skip_cutouts=True)[: args.limit]
+    paths = LOCAL.scan(args.folder, None, skip_cutouts=True)[: args.limit]
     if not paths:
         print(f"no images found in {args.folder}", file=sys.stderr)
         return 1
