@@ -19,6 +19,8 @@ _EXTRAS = {
     "fastapi": "server",
     "uvicorn": "server",
     "optuna": "tune",
+    "ray": "scale",
+    "pyarrow": "scale",
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import struct
 import uuid
 import warnings
@@ -330,6 +331,16 @@ def encode_image(image: Image.Image, format: str = "png", quality: int = 90,
     buffer = io.BytesIO()
     image.save(buffer, _PIL_FORMAT[format], **kwargs)
     return buffer.getvalue()
+
+
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
+
+
+def temp_name_target(name: str) -> str | None:
+    """The file name that a temporary file of :func:`write_atomic` named ``name`` was for (one
+    left behind by a killed process), or None when ``name`` is not such a file."""
+    match = _TEMP_NAME.fullmatch(name)
+    return match["name"] if match else None
 
 
 def write_atomic(path: str | os.PathLike, data: bytes) -> Path:

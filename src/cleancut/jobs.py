@@ -227,6 +227,13 @@ def plan_jobs(inputs: list[str], output: Path | None, ext: str) -> tuple[list[Jo
     return assign_targets(pairs, output, ext), failures
 
 
+def failure_message(source: Any, exc: BaseException) -> str:
+    """The one-line report of a source that failed: the error's message, led by the source
+    unless the message already names it."""
+    text = str(exc)
+    return text if str(source) in text else f"{source}: {text}"
+
+
 def summary_line(command: str, written: int, skipped: int, failed: int, seconds: float) -> str:
     """``cleancut <command>: N written, N skipped (...), N failed in Xs``: the last line of a run."""
     summary = f"cleancut {command}: {written} written, {skipped} skipped"

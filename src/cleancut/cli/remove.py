@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import CleancutError, ConfigError
-from ..jobs import LOCAL, Job, plan_jobs, summary_line
+from ..jobs import LOCAL, Job, failure_message, plan_jobs, summary_line
 from ..pipeline import add_options_to_parser, options_from_namespace
 
 EPILOG = """examples:
@@ -136,11 +136,6 @@ def _run_stdin(options, output: Path | None) -> int:
     return 0
 
 
-def _message(job: Job, exc: BaseException) -> str:
-    text = str(exc)
-    return text if str(job.source) in text else f"{job.source}: {text}"
-
-
 def _run_jobs(jobs: list[Job], failures: list[str], remover, options, overwrite: bool, n_jobs: int) -> int:
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
@@ -191,7 +186,7 @@ def _run_jobs(jobs: list[Job], failures: list[str], remover, options, overwrite:
                             future.result()
                             written += 1
                         except CleancutError as exc:
-                            failed.append(_message(job, exc))
+                            failed.append(failure_message(job.source, exc))
                             report(f"failed: {failed[-1]}")
                         except OSError as exc:  # writing the output (disk full, permissions ...)
                             failed.append(f"{job.source}: cannot write {job.target}: {exc.strerror or exc}")
