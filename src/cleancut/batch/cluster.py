@@ -67,7 +67,9 @@ def connected(address: str) -> Iterator[Any]:
     joined cluster, disconnected) on exit."""
     ray = require("ray", "cleancut batch")
     require("ray.data", "cleancut batch")
-    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
+    # Workers print nothing we need: an image's problems come back in its row, a failure that
+    # stops the job as one line (error_message). Their logs stay in Ray's session folder.
+    kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
     if address == "local":
         kwargs.update(num_cpus=os.cpu_count() or 1, include_dashboard=False)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a private instance: nothing to report
@@ -97,6 +99,8 @@ def _configure_ray_data() -> None:
     context.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)  # "progress bars disabled"
+    logging.getLogger("ray.data.exceptions").setLevel(logging.CRITICAL)  # the stack trace of an
+    # error we report in one line (error_message); Ray Data also writes it to its log file
 
 
 def cluster_cpus() -> int:
@@ -128,16 +132,30 @@ def remove_all(rows: pa.Table, options: dict, actors: int, threads: int) -> Iter
     yield from dataset.iter_batches(batch_size=None, batch_format="pyarrow")
 
 
+def ray_data_errors() -> tuple[type[BaseException], ...]:
+    """Ray Data's exceptions that stop a job and are not ``RayError``s."""
+    from ray.data.exceptions import ExecutionTimeoutError, SystemException
+
+    return ExecutionTimeoutError, SystemException
+
+
+_CLEANCUT_ERROR_LINE = re.compile(r"^cleancut\.errors\.\w+: (?P<message>.+)$", re.MULTILINE)
+
+
 def error_message(exc: BaseException) -> str:
-    """One line for an error that stopped the Ray job: the CleancutError inside it (e.g. the
-    model failing to load on a worker), else its first line."""
-    seen = exc
+    """One line for an error that stopped the Ray job: the message of the cleancut error behind
+    it (e.g. the model failing to load on a worker node: Ray passes it on only as text, inside
+    its own error's message), else the first line of Ray's."""
+    seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, CleancutError):
             return str(seen)
-        cause = getattr(seen, "cause", None)
-        seen = cause if isinstance(cause, BaseException) else seen.__cause__
-    return f"{type(exc).__name__}: {_first_line(exc)}"
+        seen = seen.__cause__
+    found = _CLEANCUT_ERROR_LINE.findall(str(exc))
+    if found:
+        return found[-1]
+    return (f"{type(exc).__name__}: {_first_line(exc)} (details in Ray's logs, "
+            "/tmp/ray/session_latest/logs on the nodes)")
 
 
 def _first_line(exc: BaseException) -> str:

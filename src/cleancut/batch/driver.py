@@ -130,7 +130,8 @@ def _run_pool(todo: pa.Table, journal: manifest.Journal, options: RemoveOptions,
         actors = actors or max(1, cpus // threads)
         if actors * threads > cpus:
             report.warning(f"{actors} actors x {threads} threads need {actors * threads} CPUs, the "
-                           f"cluster has {cpus}; the others start when CPUs are free (or added)")
+                           f"cluster has {cpus}; the job waits up to {cluster.ACTOR_START_TIMEOUT_S // 60} "
+                           "minutes for more (an autoscaler may add nodes)")
         report.started(todo.num_rows, actors, threads)
         try:
             for batch in cluster.remove_all(todo, options.to_mapping(), actors, threads):
@@ -138,9 +139,9 @@ def _run_pool(todo: pa.Table, journal: manifest.Journal, options: RemoveOptions,
                 finished.append(batch)
                 _report_rows(batch, report)
                 report.advanced(batch.num_rows)
-        except ray.exceptions.RayError as exc:
+        except (ray.exceptions.RayError, *cluster.ray_data_errors()) as exc:
             raise CleancutError(
-                f"the Ray job stopped: {cluster.error_message(exc)}. Finished outputs are kept; run "
+                f"the Ray job stopped: {cluster.error_message(exc).rstrip('.')}. Finished outputs are kept; run "
                 "the same command again to do the rest.") from None
         finally:
             journal.flush()

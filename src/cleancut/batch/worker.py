@@ -59,9 +59,10 @@ class RemoveWorker:
 
         from ..api import Remover
 
-        self.options = options_from_mapping(options)
-        self.remover = Remover(self.options.model, self.options.providers, self.options.threads)
+        options = options_from_mapping(options)
+        self.remover = Remover(options.model, options.providers, options.threads)
         self.remover.load()  # a broken model fails here, once, not once per image
+        self.options = options.replace(model=None)  # the Remover holds it: no look-up per image
         self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: pa.Table) -> pa.Table:

@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 import time
-import warnings
 
 from ..errors import ConfigError
 from ..jobs import summary_line
@@ -77,28 +76,39 @@ def run(args: argparse.Namespace) -> int:
     if cio.format_from_suffix(dest):
         raise ConfigError(f"-o {dest} looks like an image file; cleancut batch writes into a folder "
                           "(DEST/<name>.<ext> and DEST/manifest.parquet). Use cleancut remove for one file.")
-    Remover(options.model, options.providers, options.threads)  # an unknown model fails here, once
-    if options.bg_image is not None:  # workers run in other folders: give them an absolute path
-        options = options.replace(bg_image=os.path.abspath(options.bg_image))
+    # An unknown model, or a file that is not the spec's, fails here, once (the workers check
+    # the model again when they load it).
+    Remover(options.model, options.providers, options.threads).spec.verify()
+    options = _absolute_paths(options)
     require("ray", "cleancut batch")
     require("pyarrow", "cleancut batch")
     from ..batch import run_batch
 
     reporter = _Reporter()
     started = time.perf_counter()
-    previous_showwarning = warnings.showwarning
-    warnings.showwarning = lambda message, *a, **k: reporter.warning(str(message))
     try:
         outcome = run_batch(args.sources, dest, options, reporter, address=args.address,
                             actors=args.actors, overwrite=args.overwrite)
     finally:
         reporter.close()
-        warnings.showwarning = previous_showwarning
     print(f"cleancut batch: manifest {outcome.manifest} ({outcome.written + outcome.skipped + outcome.failed} "
           f"rows; {outcome.nodes} node{'s' if outcome.nodes != 1 else ''} worked)", file=sys.stderr)
     print(summary_line("batch", outcome.written, outcome.skipped, outcome.failed,
                        time.perf_counter() - started), file=sys.stderr)
     return 1 if outcome.failed else 0
+
+
+def _absolute_paths(options):
+    """The options with the files they name as absolute paths: workers run in other folders, or
+    on other machines (which need the same files at the same paths, e.g. a shared file system)."""
+    from ..models import is_model_path
+
+    changes = {}
+    if options.bg_image is not None:
+        changes["bg_image"] = os.path.abspath(options.bg_image)
+    if options.model is not None and is_model_path(options.model):
+        changes["model"] = os.path.abspath(options.model)
+    return options.replace(**changes) if changes else options
 
 
 class _Reporter:
