@@ -185,9 +185,12 @@ def test_plan_mirrors_like_remove_and_reads_list_files(tmp_path, square):
     assert [(Path(j.source).relative_to(photos).as_posix(), Path(j.target).relative_to(out).as_posix())
             for j in plan.jobs] == [("sub/000.png", "sub/000.webp"), ("sub/001.png", "sub/001.webp"),
                                     ("000.png", "000.webp")]  # mirrored below the entries' common folder
-    plan = make_plan([str(lists / "b.csv"), str(lists / "c.parquet"), str(lists / "none.txt")], str(out), ".png")
-    assert [Path(j.target).name for j in plan.jobs] == ["001.png", "000.png"]
-    assert plan.failures == [(str(lists / "none.txt"), f"{lists / 'none.txt'}: no such file or folder")]
+    (lists / "e.txt").write_text("# nothing yet\n")
+    plan = make_plan([str(lists / "b.csv"), f"file://{lists / 'c.parquet'}", str(lists / "none.txt"),
+                      str(lists / "e.txt")], f"file://{out}", ".png")
+    assert [Path(j.target) for j in plan.jobs] == [out / "001.png", out / "000.png"]
+    assert plan.failures == [(str(lists / "none.txt"), f"{lists / 'none.txt'}: no such file or folder"),
+                             (str(lists / "e.txt"), f"{lists / 'e.txt'}: the list names no images")]
     with pytest.raises(ConfigError, match=r"expected a 'path' column; found columns id, file"):
         make_plan([str(lists / "d.csv")], str(out), ".png")
 

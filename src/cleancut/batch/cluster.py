@@ -77,9 +77,10 @@ def connected(address: str) -> Iterator[Any]:
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         ray.init(address=address, **kwargs)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise CleancutError(f"cannot join the Ray cluster at {address}: "
-                            f"{_first_line(exc)}") from None
+    except Exception as exc:  # Ray raises bare Exceptions too (e.g. "node timed out during startup")
+        ray.shutdown()  # stops whatever part of a private instance did start
+        what = "start Ray on this machine" if address == "local" else f"join the Ray cluster at {address}"
+        raise CleancutError(f"cannot {what}: {_first_line(exc)}") from None
     try:
         _configure_ray_data()
         yield ray

@@ -40,6 +40,7 @@ def is_list_file(item: str) -> bool:
 
 def make_plan(sources: list[str], dest: str, ext: str) -> Plan:
     """Expand ``sources`` into jobs writing below ``dest`` with suffix ``ext``."""
+    dest = storage.local_path(dest)
     dest_tree = storage.tree_for(dest)
     dest_location = dest_tree.locate(dest)
     pairs: list[Pair] = []
@@ -68,7 +69,9 @@ def _list_pairs(item: str) -> tuple[list[Pair], str | None]:
     if tree.kind(item) != "file":
         return [], f"{item}: no such file or folder"
     location = storage.location_text(tree.locate(item))
-    entries = read_list(location)
+    entries = [storage.local_path(entry) for entry in read_list(location)]
+    if not entries:
+        return [], f"{item}: the list names no images"
     folder = location.rsplit("/", 1)[0]
     locations = [storage.location_text(storage.tree_for(loc).locate(loc)) for loc in
                  (entry if storage.is_uri(entry) or os.path.isabs(entry) else f"{folder}/{entry}"
