@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -212,6 +213,13 @@ def test_s3_folders_and_patterns_follow_the_same_rules(s3, square):
 # ---------------------------------------------------------------- the worker, the manifest
 
 
+def test_pool_is_no_larger_than_the_work():
+    from cleancut.batch.cluster import pool_size
+
+    assert pool_size(1000, 2) == (2, 16) and pool_size(1000, 64) == (63, 16)  # 16 images a task
+    assert pool_size(20, 2) == (2, 10) and pool_size(3, 2) == (2, 2) and pool_size(1, 4) == (1, 1)
+
+
 def test_process_one_turns_bad_inputs_into_failed_rows(remover, bad_photos, tmp_path):
     options = RemoveOptions(max_pixels=10_000)
     row = process_one(remover, options, str(bad_photos / "b.png"), str(tmp_path / "out" / "b.png"))
@@ -275,6 +283,17 @@ def test_invalid_options_and_unreachable_cluster_are_one_line_errors(batch, bad_
     code, err = batch(tmp_path / "list.csv", "-o", out)
     assert code == 2 and "expected a 'path' column" in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_help_offers_every_request_option_and_the_cluster_flags(capsys):
+    from cleancut.pipeline import option_info
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["batch", "--help"])
+    assert exit_info.value.code == 0
+    flags = set(re.findall(r"--[a-z][a-z-]*", capsys.readouterr().out))
+    assert {info.flag for info in option_info()} - flags == {"--threads"}  # -> --threads-per-actor
+    assert {"--address", "--actors", "--threads-per-actor", "--overwrite", "--output"} <= flags
 
 
 def test_nothing_to_do_needs_no_ray(batch, tmp_path, square):

@@ -402,11 +402,10 @@ _GROUP_TITLES = {
 
 
 def add_options_to_parser(parser: argparse.ArgumentParser, scopes: tuple[str, ...] = ("request", "operator"),
-                          exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+                          exclude: tuple[str, ...] = ()) -> None:
     """Add one flag per option of ``scopes`` (except the names in ``exclude``). Flags left out
     are absent from the namespace (default ``argparse.SUPPRESS``), so
-    :func:`options_from_namespace` only sees what the user typed. Returns the argument groups by
-    option group, for a command that adds flags of its own beside them."""
+    :func:`options_from_namespace` only sees what the user typed."""
     groups: dict[str, Any] = {}
     for info in option_info():
         if info.scope not in scopes or info.name in exclude:
@@ -423,7 +422,6 @@ def add_options_to_parser(parser: argparse.ArgumentParser, scopes: tuple[str, ..
         else:
             kwargs["metavar"] = info.metavar or info.kind.upper()
         groups[info.group].add_argument(info.flag, **kwargs)
-    return groups
 
 
 def options_from_namespace(namespace: argparse.Namespace, base: RemoveOptions | None = None) -> RemoveOptions:

@@ -15,6 +15,7 @@ actor whose process or node died and retries its tasks on the others.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -111,17 +112,24 @@ def cluster_cpus() -> int:
     return int(ray.cluster_resources().get("CPU", 0))
 
 
-def remove_all(rows: pa.Table, options: dict, actors: int, threads: int) -> Iterator[pa.Table]:
+def pool_size(images: int, actors: int) -> tuple[int, int]:
+    """(actors, rows per block) for ``images``: blocks of :data:`BLOCK_ROWS`, smaller when that
+    leaves actors idle, and no more actors than blocks (an actor costs a process and a model)."""
+    block_rows = max(1, min(BLOCK_ROWS, math.ceil(images / actors)))
+    return min(actors, math.ceil(images / block_rows)), block_rows
+
+
+def remove_all(rows: pa.Table, options: dict, actors: int, threads: int, block_rows: int) -> Iterator[pa.Table]:
     """Process ``rows`` (``index``, ``source``, ``output``) on ``actors`` actors of ``threads``
     CPUs each; yields manifest rows as batches finish, in no particular order.
 
-    The rows are cut into blocks of :data:`BLOCK_ROWS`; each block is one Ray task. Only these
+    The rows are cut into blocks of ``block_rows``; each block is one Ray task. Only these
     small tables and the returned rows go through the object store."""
     import ray.data
 
     from .worker import RemoveWorker
 
-    blocks = [rows.slice(start, BLOCK_ROWS) for start in range(0, rows.num_rows, BLOCK_ROWS)]
+    blocks = [rows.slice(start, block_rows) for start in range(0, rows.num_rows, block_rows)]
     dataset = ray.data.from_arrow(blocks).map_batches(
         RemoveWorker,
         fn_constructor_kwargs={"options": options},

@@ -127,14 +127,14 @@ def _run_pool(todo: pa.Table, journal: manifest.Journal, options: RemoveOptions,
     finished: list[pa.Table] = []
     with cluster.connected(address) as ray:
         cpus = cluster.cluster_cpus()
-        actors = actors or max(1, cpus // threads)
+        actors, block_rows = cluster.pool_size(todo.num_rows, actors or max(1, cpus // threads))
         if actors * threads > cpus:
             report.warning(f"{actors} actors x {threads} threads need {actors * threads} CPUs, the "
                            f"cluster has {cpus}; the job waits up to {cluster.ACTOR_START_TIMEOUT_S // 60} "
                            "minutes for more (an autoscaler may add nodes)")
         report.started(todo.num_rows, actors, threads)
         try:
-            for batch in cluster.remove_all(todo, options.to_mapping(), actors, threads):
+            for batch in cluster.remove_all(todo, options.to_mapping(), actors, threads, block_rows):
                 journal.add(batch)
                 finished.append(batch)
                 _report_rows(batch, report)
