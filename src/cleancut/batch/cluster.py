@@ -80,8 +80,14 @@ def connected(address: str) -> Iterator[Any]:
         ray.init(address=address, **kwargs)
     except Exception as exc:  # Ray raises bare Exceptions too (e.g. "node timed out during startup")
         ray.shutdown()  # stops whatever part of a private instance did start
-        what = "start Ray on this machine" if address == "local" else f"join the Ray cluster at {address}"
-        raise CleancutError(f"cannot {what}: {_first_line(exc)}") from None
+        if address == "local":
+            raise CleancutError(f"cannot start Ray on this machine: {_first_line(exc)}") from None
+        hint = ""
+        if address != "auto" and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            # Ray sends its token to an explicit address only when told to (auto finds it itself)
+            hint = (". If the cluster uses token authentication (Ray's default), set RAY_AUTH_MODE=token "
+                    "and give its token (RAY_AUTH_TOKEN, or ~/.ray/auth_token copied from the head)")
+        raise CleancutError(f"cannot join the Ray cluster at {address}: {_first_line(exc)}{hint}") from None
     try:
         _configure_ray_data()
         yield ray
