@@ -137,6 +137,9 @@ def cluster(s3):
         # Workers at the tests' own priority: Ray's default (+15) starves them on a busy machine.
         patch.setenv("RAY_worker_niceness", "0")
         patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+        # Ray's default token authentication, which drivers joining by HOST:PORT must ask for
+        # (README, "Joining a cluster"); the token is ~/.ray/auth_token, made if missing.
+        patch.setenv("RAY_AUTH_MODE", "token")
         ray_cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "object_store_memory": 100 * MB, "include_dashboard": False})
         try:
