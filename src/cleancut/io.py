@@ -385,6 +385,16 @@ def encode_image(image: Image.Image, format: str = "png", quality: int = 90,
     return buffer.getvalue()
 
 
+_TEMP_NAME = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
+
+
+def temp_name_target(name: str) -> str | None:
+    """The file name that a temporary file of :func:`write_atomic` named ``name`` was for (one
+    left behind by a killed process), or None when ``name`` is not such a file."""
+    match = _TEMP_NAME.fullmatch(name)
+    return match["name"] if match else None
+
+
 def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a hidden temporary file in the same folder and
     ``os.replace``: ``path`` is either untouched or complete, never half-written."""

@@ -428,12 +428,14 @@ _GROUP_TITLES = {
 }
 
 
-def add_options_to_parser(parser: argparse.ArgumentParser, scopes: tuple[str, ...] = ("request", "operator")) -> None:
-    """Add one flag per option. Flags left out are absent from the namespace (default
-    ``argparse.SUPPRESS``), so :func:`options_from_namespace` only sees what the user typed."""
+def add_options_to_parser(parser: argparse.ArgumentParser, scopes: tuple[str, ...] = ("request", "operator"),
+                          exclude: tuple[str, ...] = ()) -> None:
+    """Add one flag per option of ``scopes`` (except the names in ``exclude``). Flags left out
+    are absent from the namespace (default ``argparse.SUPPRESS``), so
+    :func:`options_from_namespace` only sees what the user typed."""
     groups: dict[str, Any] = {}
     for info in option_info():
-        if info.scope not in scopes:
+        if info.scope not in scopes or info.name in exclude:
             continue
         if info.group not in groups:
             groups[info.group] = parser.add_argument_group(_GROUP_TITLES.get(info.group, info.group))

@@ -17,21 +17,17 @@ is reported on one line and the others are still processed; the exit code is the
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import sys
 import threading
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CleancutError, ConfigError
+from ..jobs import LOCAL, Job, failure_message, plan_jobs, summary_line
 from ..pipeline import add_options_to_parser, options_from_namespace
 from ._notes import notes_to
-
-CUTOUT_TAG = ".cutout"
-_GLOB_CHARS = set("*?[")
 
 EPILOG = """examples:
   cleancut remove photo.jpg                      # -> photo.cutout.png beside it
@@ -61,13 +57,6 @@ def register(subparsers) -> None:
                         help="images processed in parallel, sharing one loaded model (default: 1)")
     add_options_to_parser(parser)
     parser.set_defaults(func=run)
-
-
-@dataclass
-class Job:
-    source: Path
-    target: Path
-    problem: str | None = None  # set when the job must not run (reported as a failure)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,112 +92,9 @@ def run(args: argparse.Namespace) -> int:
                 "images; pass a folder to -o.")
         for job in jobs:
             job.target = output  # type: ignore[assignment]
-            if _same_file(job.source, job.target):
+            if LOCAL.same_file(job.source, job.target):
                 job.problem = f"refusing to write the output over its input {job.source}"
     return _run_jobs(jobs, failures, remover, options, args.overwrite, args.jobs)
-
-
-# ---------------------------------------------------------------- planning
-
-
-def _is_image(path: Path, skip_cutouts: bool) -> bool:
-    from ..io import IMAGE_SUFFIXES
-
-    if path.name.startswith(".") or path.suffix.lower() not in IMAGE_SUFFIXES:
-        return False
-    return not (skip_cutouts and path.stem.endswith(CUTOUT_TAG))
-
-
-def _scan_folder(folder: Path, exclude: Path | None, skip_cutouts: bool) -> list[Path]:
-    found = []
-    for root, dirs, files in os.walk(folder):
-        root_path = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")
-                         and not (exclude and _same_path(root_path / d, exclude)))
-        found += [root_path / f for f in sorted(files) if _is_image(root_path / f, skip_cutouts)]
-    return found
-
-
-def _glob_base(pattern: str) -> Path:
-    """The leading part of a glob pattern without wildcards (the folder results are relative to)."""
-    parts = Path(pattern).parts
-    fixed = []
-    for part in parts:
-        if _GLOB_CHARS & set(part):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
-
-
-def _same_path(a: Path, b: Path) -> bool:
-    return os.path.normcase(os.path.abspath(a)) == os.path.normcase(os.path.abspath(b))
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    if b.exists() and a.exists():
-        return os.path.samefile(a, b)
-    return _same_path(a.resolve(), b.resolve())
-
-
-def plan_jobs(inputs: list[str], output: Path | None, ext: str) -> tuple[list[Job], list[str]]:
-    """Expand inputs into (source, target) jobs; returns the jobs and the inputs that gave
-    nothing (missing files, empty folders, patterns matching nothing) as failure messages."""
-    skip_cutouts = output is None
-    pairs: list[tuple[Path, Path]] = []  # (source, path relative to the output folder)
-    failures: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found = _scan_folder(path, output, skip_cutouts)
-            if not found:
-                failures.append(f"{item}: no images found in this folder")
-            pairs += [(f, f.relative_to(path)) for f in found]
-        elif path.exists():
-            pairs.append((path, Path(path.name)))
-        elif _GLOB_CHARS & set(item):
-            base = _glob_base(item)
-            found = [Path(p) for p in sorted(glob.glob(item, recursive=True))]
-            found = [p for p in found if p.is_file() and _is_image(p, skip_cutouts)
-                     and not (output and _inside(p, output))]
-            if not found:
-                failures.append(f"{item}: no images match this pattern")
-            pairs += [(p, p.relative_to(base) if _inside(p, base) else Path(p.name)) for p in found]
-        else:
-            failures.append(f"{item}: no such file or folder")
-
-    jobs: list[Job] = []
-    seen_sources: set[str] = set()
-    for source, rel in pairs:
-        key = os.path.abspath(source)
-        if key in seen_sources:
-            continue  # the same file named twice (e.g. a file and its folder)
-        seen_sources.add(key)
-        if output is None:
-            target = source.with_name(source.stem + CUTOUT_TAG + ext)
-        else:
-            target = output / rel.parent / (rel.stem + ext)
-        jobs.append(Job(source, target))
-
-    sources = {os.path.abspath(j.source) for j in jobs}
-    claimed: dict[str, Path] = {}
-    for job in jobs:
-        key = os.path.abspath(job.target)
-        if key in sources or _same_file(job.source, job.target):
-            job.problem = f"refusing to write {job.target}: it is an input image, which is never overwritten"
-        elif key in claimed:
-            job.problem = (f"output {job.target} would also be written from {claimed[key]}; process "
-                           "one of them separately or rename it")
-        else:
-            claimed[key] = job.source
-    return jobs, failures
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        Path(os.path.abspath(path)).relative_to(os.path.abspath(folder))
-        return True
-    except ValueError:
-        return False
 
 
 # ---------------------------------------------------------------- running
@@ -250,11 +136,6 @@ def _run_stdin(options, output: Path | None) -> int:
     except OSError as exc:  # disk full, permissions, closed pipe ...
         raise CleancutError(f"cannot write {output or 'stdout'}: {exc.strerror or exc}") from None
     return 0
-
-
-def _message(job: Job, exc: BaseException) -> str:
-    text = str(exc)
-    return text if str(job.source) in text else f"{job.source}: {text}"
 
 
 def _run_jobs(jobs: list[Job], failures: list[str], remover, options, overwrite: bool, n_jobs: int) -> int:
@@ -308,7 +189,7 @@ def _run_jobs(jobs: list[Job], failures: list[str], remover, options, overwrite:
                                 future.result()
                                 written += 1
                             except CleancutError as exc:
-                                failed.append(_message(job, exc))
+                                failed.append(failure_message(job.source, exc))
                                 report(f"failed: {failed[-1]}")
                             except OSError as exc:  # writing the output (disk full, permissions ...)
                                 failed.append(f"{job.source}: cannot write {job.target}: {exc.strerror or exc}")
@@ -321,10 +202,6 @@ def _run_jobs(jobs: list[Job], failures: list[str], remover, options, overwrite:
         bar.close()
         warnings.showwarning = previous_showwarning
 
-    seconds = time.perf_counter() - started
-    summary = f"cleancut remove: {written} written, {skipped} skipped"
-    if skipped:
-        summary += " (output exists; --overwrite redoes them)"
-    summary += f", {len(failed)} failed in {seconds:.1f}s"
-    print(summary, file=sys.stderr)
+    print(summary_line("remove", written, skipped, len(failed), time.perf_counter() - started),
+          file=sys.stderr)
     return 1 if failed else 0

@@ -193,12 +193,18 @@ def list_models() -> list[ModelSpec]:
     return sorted(specs, key=lambda s: (s.name != DEFAULT_MODEL, s.name))
 
 
+def is_model_path(name_or_path: str | Path) -> bool:
+    """Whether :func:`get_model` takes this as a file path rather than a registered name."""
+    text = str(name_or_path)
+    return text.endswith((".onnx", ".json")) or Path(text).exists()
+
+
 def get_model(name_or_path: str | Path | None = None) -> ModelSpec:
     """Resolve a registered name, or a path to an ``.onnx``/``.json``, to its spec."""
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
     text = str(name_or_path)
-    if text.endswith((".onnx", ".json")) or Path(text).exists():
+    if is_model_path(text):
         return load_spec(text)
     registry = _bundled()
     if text in registry:
