@@ -18,7 +18,8 @@ Three parts (``--parts``, default all):
              same process, next to ``cleancut video`` into each output kind. Frames/s is frames
              / wall-clock time of the command (after one untimed warm-up of each command, so
              the model file is cached; each command still creates its model session).
-``memory``   A synthetic clip of ``--memory-seconds`` at 1920x1080, 25 frames/s (a moving
+``memory``   A synthetic clip of ``--memory-seconds`` at 1920x1080, ``--memory-rate`` frames/s
+             (default 25; a lower rate keeps a 10-minute clip affordable on 2 cores) (a moving
              gradient and a bright disc, with an AAC track) is generated, then
              ``cleancut video CLIP -o OUT.webm`` runs in a child process whose resident memory
              (VmRSS) is sampled every second; the peak is the child's VmHWM.
@@ -265,7 +266,7 @@ def speed(args, workdir: Path) -> dict:
 # ---------------------------------------------------------------- memory
 
 
-def _synthetic_frames(count: int, size=(1920, 1080)):
+def _synthetic_frames(count: int, size=(1920, 1080), rate: float = 25.0):
     """A smooth grey pattern drifting right and a bright disc circling over it (cheap: slices of
     arrays made once)."""
     w, h = size
@@ -276,8 +277,8 @@ def _synthetic_frames(count: int, size=(1920, 1080)):
     yy, xx = np.mgrid[-r:r, -r:r]
     disc = xx ** 2 + yy ** 2 < r ** 2
     for i in range(count):
-        t = i / 25.0
-        shift = (i * 4) % w
+        t = i / rate
+        shift = int(t * 100) % w
         rgb = texture[:, shift:shift + w].copy()
         cx = int(w * (0.5 + 0.3 * np.sin(0.4 * t)))
         cy = int(h * (0.5 + 0.2 * np.cos(0.3 * t)))
@@ -297,10 +298,11 @@ def _status_kb(pid: int, key: str) -> int | None:
 
 
 def memory(args, workdir: Path) -> dict:
-    frames = int(args.memory_seconds * 25)
+    rate = args.memory_rate
+    frames = int(args.memory_seconds * rate)
     clip = workdir / "long-1080p.mp4"
     started = time.perf_counter()
-    _encode(clip, _synthetic_frames(frames), (1920, 1080), 25, crf=28, audio=True, preset="ultrafast")
+    _encode(clip, _synthetic_frames(frames, rate=rate), (1920, 1080), rate, crf=28, audio=True, preset="ultrafast")
     print(f"  generated {frames} frames ({args.memory_seconds} s) of 1080p in "
           f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
@@ -329,11 +331,11 @@ def memory(args, workdir: Path) -> dict:
     for share in (0.05, 0.25, 0.5, 0.75, 1.0):
         at = [rss for t, rss in samples if t <= share * total]
         points[f"{int(share * 100)}%"] = mib(at[-1]) if at else None
-    result = {"frames": frames, "seconds_of_video": args.memory_seconds, "wall_seconds": total,
+    result = {"frames": frames, "seconds_of_video": args.memory_seconds, "frames_per_second": rate, "wall_seconds": total,
               "rss_mib_at": points, "rss_start_mib": points["5%"], "rss_end_mib": points["100%"],
               "peak_mib": mib(peak), "samples": len(samples), "summary": stderr[-1].strip() if stderr else ""}
     print("\n### Memory (child process running `cleancut video`, 1920x1080)\n")
-    print(f"{frames} frames ({args.memory_seconds} s at 25 frames/s) in {total:.0f} s; "
+    print(f"{frames} frames ({args.memory_seconds} s at {rate:g} frames/s) in {total:.0f} s; "
           + ", ".join(f"RSS at {k} of the run: {v:.0f} MiB" for k, v in points.items() if v)
           + f"; peak (VmHWM) {mib(peak):.0f} MiB")
     return result
@@ -365,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", nargs="+", default=["480p", "1080p"], choices=["480p", "1080p"])
     parser.add_argument("--speed-frames", type=int, default=48, help="frames per speed clip")
     parser.add_argument("--memory-seconds", type=float, default=600.0, help="length of the memory clip")
+    parser.add_argument("--memory-rate", type=int, default=25, help="frames/s of the memory clip (default 25)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 

@@ -42,8 +42,10 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
 #: what Pillow's decoders raise on bad data (found by fuzzing, fuzz/regressions/decode/: a DDS
 #: pixel format it lacks raises NotImplementedError, a broken AVIF file RuntimeError, a PSD
 #: seeking to an offset beyond 2**63 OverflowError)
+# What Pillow's format plugins raise on malformed files. AttributeError too: a SPIDER header that
+# claims a stack but is cut short leaves the plugin reading an attribute it never set (fuzzing).
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError,
-                  KeyError, ArithmeticError, MemoryError, RuntimeError)
+                  KeyError, ArithmeticError, MemoryError, RuntimeError, AttributeError)
 _GIF_BLOCK = re.compile(rb"[,!;]")  # image descriptor, extension, trailer
 
 
