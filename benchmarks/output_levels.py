@@ -26,7 +26,7 @@ from cleancut.metrics import SODMetrics
 from cleancut.models import get_model
 from cleancut.preprocess import resize_alpha
 
-CANDIDATES = [(0.0, 1.0), (0.05, 0.95), (0.1, 0.9), (0.15, 0.85), (0.2, 0.8), (0.3, 0.7)]
+CANDIDATES = [(0.0, 1.0), (0.05, 0.95), (0.1, 0.9), (0.15, 0.85), (0.2, 0.8), (0.3, 0.7), (0.35, 0.65), (0.4, 0.6)]
 
 
 def raw_predictions(model: str, pairs: list, threads: int | None) -> list[tuple[np.ndarray, np.ndarray]]:
