@@ -173,11 +173,32 @@ def gif_canvas_size(fp: BinaryIO) -> tuple[int, int] | None:
                 return None
             x0, y0, w, h = struct.unpack_from("<4H", data, pos)
             return max(width, x0 + w), max(height, y0 + h)
-        pos += 1  # an extension: its label, then sub-blocks up to an empty one
-        while pos < len(data) and data[pos]:
-            pos += data[pos] + 1
-        pos += 1
+        if pos >= len(data):
+            return None
+        label, pos = data[pos], pos + 1  # an extension: its label, then sub-blocks, read as Pillow does
+        sub, pos = _gif_sub_block(data, pos)
+        if label == 0xFE:  # comment: blocks up to an empty one
+            while sub:
+                sub, pos = _gif_sub_block(data, pos)
+            continue
+        if label == 0xFF and sub is not None and sub.startswith(b"NETSCAPE2.0"):
+            sub, pos = _gif_sub_block(data, pos)  # the loop count
+        # then blocks up to an empty one, read after the first even when that one was empty:
+        # a GIF that relies on this gets a 12x13051 frame from Pillow where a reader that stops at
+        # the first empty block sees 12x8 (found by fuzzing: gif-empty-first-extension-block)
+        while True:
+            sub, pos = _gif_sub_block(data, pos)
+            if not sub:
+                break
     return None
+
+
+def _gif_sub_block(data: bytes, pos: int) -> tuple[bytes | None, int]:
+    """Pillow's ``GifImageFile.data()``: a length byte and that many bytes; None for a zero length."""
+    if pos < len(data) and data[pos]:
+        end = pos + 1 + data[pos]
+        return data[pos + 1:end], end
+    return None, pos + 1
 
 
 def _open(fp: BinaryIO, max_pixels: int, name: str) -> Image.Image:
