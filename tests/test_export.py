@@ -28,7 +28,17 @@ TINY_KWARGS = {
 }
 
 
-SIZE = {"cutnet": 128, "litefpn": 128}  # pyramid pooling exports at multiples of 128
+# pyramid pooling: at 160 px its input is 5x5, which 2 and 4 bins do not divide (overlapping windows)
+SIZE = {"cutnet": 160, "litefpn": 160}
+
+
+@pytest.mark.parametrize("h, w, bins", [(10, 10, 4), (5, 5, 2), (12, 7, 3), (8, 8, 4), (3, 11, 6)])
+def test_exported_pyramid_pool_is_adaptive_average_pooling(h, w, bins):
+    from cleancut.train.archs._blocks import adaptive_avg_matmul
+
+    x = torch.randn(2, 3, h, w)
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, bins)
+    assert torch.allclose(adaptive_avg_matmul(x, bins, h, w), expected, atol=1e-6)
 
 
 def _checkpoint(tmp_path, arch: str, grayscale: bool = False):
@@ -125,14 +135,14 @@ def test_onnx_to_checkpoint_recovers_trainable_weights(tmp_path, tool):
 
     ckpt, model, cfg = _checkpoint(tmp_path, "cutnet")
     export_onnx(ckpt, tmp_path / "m.onnx", name="m")
-    data = make_shapes_dataset(tmp_path / "shapes", n=24, size=128, seed=3)
+    data = make_shapes_dataset(tmp_path / "shapes", n=24, size=SIZE["cutnet"], seed=3)
     out = tmp_path / "recovered.pt"
     tool_mod.main([str(tmp_path / "m.onnx"), "--arch", "cutnet", "--kwargs", json.dumps(TINY_KWARGS["cutnet"]),
-                   "--size", "128", "--data", str(data), "--images", "16", "--out", str(out)])
+                   "--size", str(SIZE["cutnet"]), "--data", str(data), "--images", "16", "--out", str(out)])
     state = torch.load(out)["model"]
     rebuilt = archs.build("cutnet", **TINY_KWARGS["cutnet"])
     rebuilt.load_state_dict(state)
-    x = torch.randn(2, 3, 128, 128)
+    x = torch.randn(2, 3, SIZE["cutnet"], SIZE["cutnet"])
     with torch.no_grad():
         assert torch.allclose(rebuilt.eval()(x), model(x), atol=1e-4)
         rebuilt.train()

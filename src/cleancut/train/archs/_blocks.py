@@ -29,6 +29,20 @@ def upsample_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return nn.functional.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def _bin_matrix(size: int, bins: int, like: torch.Tensor) -> torch.Tensor:
+    """(bins, size) matrix whose row i averages the window AdaptiveAvgPool gives bin i."""
+    m = torch.zeros(bins, size, dtype=like.dtype, device=like.device)
+    for i in range(bins):
+        start, end = (i * size) // bins, -((-(i + 1) * size) // bins)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+def adaptive_avg_matmul(x: torch.Tensor, bins: int, h: int, w: int) -> torch.Tensor:
+    """``adaptive_avg_pool2d(x, bins)`` for a known spatial size, as ``Mh @ x @ Mw^T``."""
+    return torch.matmul(torch.matmul(_bin_matrix(h, bins, x), x), _bin_matrix(w, bins, x).t())
+
+
 class PyramidPooling(nn.Module):
     def __init__(self, cin: int, cout: int, bins=(1, 2, 4)):
         super().__init__()
@@ -42,9 +56,11 @@ class PyramidPooling(nn.Module):
     def forward(self, x):
         if torch.onnx.is_in_onnx_export():
             # the exporter cannot size an adaptive pool whose input size it cannot infer (after an
-            # explicit Pad with a dynamic batch); at a fixed export size it is a plain average pool
+            # explicit Pad with a dynamic batch); at a fixed export size the pool is two products
+            # with constant averaging matrices, exact for any size (a 10x10 map into 4 bins has
+            # overlapping windows, which no plain average pool reproduces)
             h, w = int(x.shape[-2]), int(x.shape[-1])
-            pooled = [stage[1:](nn.functional.avg_pool2d(x, (h // b, w // b))) if b > 1 else stage(x)
+            pooled = [stage[1:](adaptive_avg_matmul(x, b, h, w)) if b > 1 else stage(x)
                       for b, stage in zip(self.bins, self.stages)]
         else:
             pooled = [stage(x) for stage in self.stages]
