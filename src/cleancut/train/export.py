@@ -81,7 +81,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
     except Exception as exc:  # the exporter raises many types; say which model and size failed
         tmp.unlink(missing_ok=True)
         raise ModelError(f"ONNX export of {cfg.model.arch} at {size}x{size} failed: {str(exc).splitlines()[0]} "
-                         "(for cutnet the size must be a multiple of 128)") from None
+                         "(cutnet and litefpn need a multiple of 32)") from None
     if fp16_weights:
         store_weights_fp16(tmp)
     report = parity(model, tmp, channels, size, input_format=input_format)

@@ -8,8 +8,8 @@
 - Deep supervision: a logit head on every decoder stage; training supervises all of them,
   inference uses only the finest (main) one.
 
-ONNX export of the pyramid pooling needs the stride-32 map to divide by 4: input sizes that are
-multiples of 128 (256 is the default).
+Input sizes must be multiples of 32 (the stride-32 map); the pyramid pooling exports as exact
+adaptive pooling at any such size (256 is the default).
 """
 
 from __future__ import annotations

@@ -9,7 +9,8 @@
   fine levels (``decoder``, ``decoder``, 3/4, 1/2) to keep the high-resolution steps cheap.
 - Deep supervision: a logit head per decoder level; inference uses the finest (stride 2).
 
-Input sizes must be multiples of 128 for ONNX export (the pyramid pooling's 4x4 bins).
+Input sizes must be multiples of 32 (the stride-32 map); the pyramid pooling exports as exact
+adaptive pooling at any such size.
 """
 
 from __future__ import annotations
