@@ -22,7 +22,7 @@ pytest.importorskip("fastapi", reason="the upload target needs the server extra"
 pytest.importorskip("onnx", reason="the upload target builds the tiny test model with onnx")
 
 FUZZ = Path(__file__).resolve().parents[1] / "fuzz"
-SMOKE_SECONDS = int(os.environ.get("CLEANCUT_FUZZ_SECONDS", "30"))
+SMOKE_SECONDS = int(os.environ.get("CLEANCUT_FUZZ_SECONDS", "60"))
 
 
 def _load_runner():
