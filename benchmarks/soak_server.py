@@ -345,6 +345,14 @@ def process_figures(pid: int) -> dict:
         for line in fh:
             if line.startswith("Threads:"):
                 figures["threads"] = int(line.split()[1])
+    names = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/comm") as fh:
+                names.append(fh.read().strip())
+        except OSError:  # the thread ended meanwhile
+            pass
+    figures["thread_names"] = sorted(names)
     return figures
 
 
@@ -489,9 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     cap = int(args.max_upload_mb * 1024 * 1024)
     good = photos(cap, args.sizes)
     specs = plan_requests(args.requests, args.seed, cap, good)
-    warm = [upload("good", data, options, random.Random(i), name)
-            for i, ((name, data), options) in enumerate((g, o) for o in GOOD_OPTIONS for g in good)]
-    warm += plan_requests(args.warmup, args.seed + 1, cap, good)
+    # every good photo with every option set, one at a time (so no 503 skips a code path and its
+    # lazily started threads or caches), then the mix at full concurrency
+    warm_each = [upload("good", data, options, random.Random(i), name)
+                 for i, ((name, data), options) in enumerate((g, o) for o in GOOD_OPTIONS for g in good)]
+    warm = plan_requests(args.warmup, args.seed + 1, cap, good)
     port = free_port()
     log_path = workdir / "server.log"
     env = {**os.environ, "TMPDIR": str(server_tmp)}
@@ -507,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         wait_ready(proc, f"http://127.0.0.1:{port}", log_path, timeout=600)
         report["startup_s"] = time.monotonic() - started
         at_start = {p for p in server_tmp.rglob("*") if p.is_file()}  # ONNX Runtime's own .ses file
+        run_clients(port, warm_each, 1, args.timeout, time.monotonic() + 1800, proc.pid, [])
         run_clients(port, warm, args.concurrency, args.timeout, time.monotonic() + 1800, proc.pid, [])
         before = settle(proc.pid, port, args.settle)
         run_started = time.monotonic()
@@ -560,7 +571,8 @@ def main(argv: list[str] | None = None) -> int:
         "rss_mib": {"after_warmup": before["rss_kib"] / 1024, "middle": middle / 1024, "end": after["rss_kib"] / 1024},
         "rss_growth": rss_growth, "rss_samples_mib": [(n, kib / 1024) for n, kib in samples[:: max(1, len(samples) // 20)]],
         "fds": {"before": before["fds"], "after": after["fds"]},
-        "threads": {"before": before["threads"], "after": after["threads"]},
+        "threads": {"before": before["threads"], "after": after["threads"],
+                    "names_before": before["thread_names"], "names_after": after["thread_names"]},
         "temporary_files_left": [str(p) for p in serving_tmp] + left_after_exit, "warmup_requests": len(warm),
         "startup_s": report.get("startup_s"),
         "temporary_files_at_start": sorted(str(p.relative_to(server_tmp)) for p in at_start),
