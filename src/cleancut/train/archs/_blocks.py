@@ -29,6 +29,20 @@ def upsample_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return nn.functional.interpolate(x, size=ref.shape[-2:], mode="bilinear", align_corners=False)
 
 
+def decode_top_down(y: torch.Tensor, skips: list[torch.Tensor], proj: nn.ModuleList, fuse: nn.ModuleList,
+                    heads: nn.ModuleList) -> list[torch.Tensor]:
+    """The FPN-style decoder cutnet and litefpn share: from the coarsest map ``y`` through the
+    encoder's ``skips`` (coarse to fine: the list is walked in reverse), each step upsampling,
+    adding the projected skip and fusing; one logit head per step. Returns the logits finest
+    (the main output) first."""
+    outs = []
+    for project, merge, head, skip in zip(proj, fuse, heads, reversed(skips)):
+        y = merge(upsample_like(y, skip) + project(skip))
+        outs.append(head(y))
+    outs.reverse()
+    return outs
+
+
 def _bin_matrix(size: int, bins: int, like: torch.Tensor) -> torch.Tensor:
     """(bins, size) matrix whose row i averages the window AdaptiveAvgPool gives bin i."""
     m = torch.zeros(bins, size, dtype=like.dtype, device=like.device)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from torch import nn
 
 from . import register
-from ._blocks import ConvBNReLU, PyramidPooling, SeparableConv, upsample_like
+from ._blocks import ConvBNReLU, PyramidPooling, SeparableConv, decode_top_down
 from ._encoders import build_encoder
 
 
@@ -44,9 +44,5 @@ class LiteFPN(nn.Module):
     def forward(self, x):
         feats = self.encoder(x)
         y = self.dropout(self.context(feats.pop()))
-        outs = []
-        for proj, fuse, head, skip in zip(self.proj, self.fuse, self.heads, reversed(feats)):
-            y = fuse(upsample_like(y, skip) + proj(skip))
-            outs.append(head(y))
-        outs.reverse()  # finest (main) first
+        outs = decode_top_down(y, feats, self.proj, self.fuse, self.heads)  # finest (main) first
         return outs if (self.training and self.deep_supervision) else outs[0]
