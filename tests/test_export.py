@@ -83,6 +83,49 @@ def test_grayscale_model_exports_one_channel(tmp_path):
     assert spec.channels == 1 and len(spec.mean) == 1
 
 
+def test_temperature_sharpens_in_the_graph_and_keeps_the_order(tmp_path):
+    ckpt, _, _ = _checkpoint(tmp_path, "unet")
+    export_onnx(ckpt, tmp_path / "plain.onnx")
+    export_onnx(ckpt, tmp_path / "sharp.onnx", temperature=0.25)
+    spec = get_model(tmp_path / "sharp.onnx")
+    assert spec.extra["output_temperature"] == 0.25 and "output_temperature" not in get_model(tmp_path / "plain.onnx").extra
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    p = OnnxModel(get_model(tmp_path / "plain.onnx")).predict_batch(x).astype(np.float64)
+    q = OnnxModel(spec).predict_batch(x).astype(np.float64)
+    inner = (p > 1e-3) & (p < 1 - 1e-3)
+    assert inner.sum() > 100
+    logit = lambda v: np.log(v / (1 - v))  # noqa: E731
+    np.testing.assert_allclose(logit(q[inner]), 4 * logit(p[inner]), atol=2e-2)
+    assert np.abs(q - 0.5).mean() > np.abs(p - 0.5).mean()  # crisper
+    order = np.argsort(p.ravel(), kind="stable")
+    assert np.all(np.diff(q.ravel()[order]) >= -1e-6)  # the same ranking: no pixel overtakes another
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ModelError, match="temperature must be a positive number"):
+            export_onnx(ckpt, tmp_path / "bad.onnx", temperature=bad)
+
+
+def test_output_levels_benchmark_scores_temperatures_as_the_graph_applies_them(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "output_levels.py"
+    spec_ = importlib.util.spec_from_file_location("output_levels", path)
+    bench = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(bench)
+    ckpt, _, _ = _checkpoint(tmp_path, "unet")
+    export_onnx(ckpt, tmp_path / "plain.onnx")
+    export_onnx(ckpt, tmp_path / "sharp.onnx", temperature=0.25)
+    x = np.random.default_rng(2).standard_normal((2, 3, 64, 64)).astype(np.float32)
+    p = OnnxModel(get_model(tmp_path / "plain.onnx")).predict_batch(x)
+    q = OnnxModel(get_model(tmp_path / "sharp.onnx")).predict_batch(x)
+    assert np.abs(bench.calibrate(p, 0.0, 1.0, 0.25) - q).max() < 2e-3
+    root = make_shapes_dataset(tmp_path / "d", n=12, size=48)
+    assert bench.main([str(tmp_path / "plain.onnx"), "--data", str(root), "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert "| temperature 0.25 |" in out and "| levels 0.35 0.65 |" in out
+    assert "chosen: --" in out and "maxF within 0.0025 of raw" in out
+
+
 def test_parity_failure_refuses_to_write(tmp_path):
     ckpt, _, _ = _checkpoint(tmp_path, "unet")
     with pytest.raises(ModelError, match="differs from torch"):

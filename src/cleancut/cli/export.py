@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "float32 after casting them back once at load)")
     p.add_argument("--output-levels", type=float, nargs=2, metavar=("LOW", "HIGH"),
                    help="calibration the runtime applies: alpha = clip((p - LOW) / (HIGH - LOW)) (default: none)")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="sharpen inside the graph: alpha = sigmoid(logit / T); T < 1 gives crisper masks and, "
+                        "unlike --output-levels, keeps every pixel's order (default: 1, none)")
     p.add_argument("--uint8-input", action="store_true",
                    help="the model takes raw uint8 pixels [N, H, W, C] and normalises them in the graph "
                         "(faster inference: no float work in numpy)")
@@ -34,6 +37,6 @@ def run(args: argparse.Namespace) -> int:
     extra = {"output_levels": args.output_levels} if args.output_levels else None
     report = export_onnx(args.checkpoint, args.out, name=args.name, size=args.size, tolerance=args.tolerance,
                          extra=extra, input_format="uint8_nhwc" if args.uint8_input else "float_nchw",
-                         fp16_weights=args.fp16_weights)
+                         fp16_weights=args.fp16_weights, temperature=args.temperature)
     print(f"wrote {args.out} (+ .json); ONNX Runtime vs torch max abs difference {report['max_abs_diff']:.2e}")
     return 0

@@ -22,11 +22,17 @@ INPUT_FORMATS = ("float_nchw", "uint8_nhwc")
 class _Deployable(torch.nn.Module):
     """Wraps a trained network into the ONNX contract: image in, probability out. The image is
     normalised float ``[N, C, H, W]``, or (``uint8_nhwc``) the raw pixels ``[N, H, W, C]``, which the
-    graph itself scales and normalises: the runtime then does no float work in numpy."""
+    graph itself scales and normalises: the runtime then does no float work in numpy.
 
-    def __init__(self, net: torch.nn.Module, input_format: str = "float_nchw", channels: int = 3, size: int = 0):
+    ``temperature`` sharpens (below 1) the probability: ``sigmoid(logit / temperature)``. It is
+    strictly increasing, so unlike the runtime's ``output_levels`` clip it never merges two
+    different probabilities into 0 or 1: a threshold sweep (maxF) sees the same ordering."""
+
+    def __init__(self, net: torch.nn.Module, input_format: str = "float_nchw", channels: int = 3, size: int = 0,
+                 temperature: float = 1.0):
         super().__init__()
         self.net = net
+        self.temperature = float(temperature)
         self.shape = (-1, channels, size, size)  # static H, W for the exporter's shape inference
         self.uint8 = input_format == "uint8_nhwc"
         mean = MEAN[:channels] if channels == 3 else [float(np.mean(MEAN))]
@@ -43,6 +49,8 @@ class _Deployable(torch.nn.Module):
         logits = main_output(self.net(image))
         if logits.shape[-2:] != image.shape[-2:]:
             logits = torch.nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        if self.temperature != 1.0:
+            logits = logits * (1.0 / self.temperature)
         return torch.sigmoid(logits)
 
 
@@ -51,21 +59,24 @@ FP16_TOLERANCE = 2e-3  # parity bound for fp16-stored weights (their rounding mo
 
 def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None, size: int | None = None,
                 opset: int = 17, tolerance: float | None = None, extra: dict | None = None,
-                input_format: str = "float_nchw", fp16_weights: bool = False) -> dict:
+                input_format: str = "float_nchw", fp16_weights: bool = False, temperature: float = 1.0) -> dict:
     """Write ``out`` (.onnx) and its ``.json`` spec; return the parity report.
 
     ``fp16_weights`` stores the convolution weights as float16 (half the file) behind Cast nodes
     that ONNX Runtime folds back to float32 when it loads the model: the file shrinks, the
-    computation stays float32."""
+    computation stays float32. ``temperature`` (> 0; below 1 sharpens) divides the logits inside
+    the graph; the spec records it as ``output_temperature``."""
     if tolerance is None:
         tolerance = FP16_TOLERANCE if fp16_weights else 1e-4
     if input_format not in INPUT_FORMATS:
         raise ModelError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ModelError(f"temperature must be a positive number (below 1 sharpens the output), got {temperature!r}")
     ckpt = load(checkpoint)
     net, cfg = model_from_checkpoint(ckpt)
     size = size or cfg.data.size
     channels = 1 if cfg.data.grayscale else 3
-    model = _Deployable(net, input_format, channels, size).eval()
+    model = _Deployable(net, input_format, channels, size, temperature).eval()
     out = Path(out)
     if out.suffix != ".onnx":
         raise ModelError(f"export target {out}: expected a file name ending in .onnx")
@@ -103,6 +114,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
         "metrics": ckpt["history"][-1] if ckpt.get("history") else {},
         "parity": report,
         "licence": "Apache-2.0 (weights trained by cleancut; see MODEL_CARD.md for the training data terms)",
+        **({"output_temperature": temperature} if temperature != 1.0 else {}),
         **(extra or {}),
     }
     spec_from_dict(spec, out.parent)  # validates the spec against the registry's schema
