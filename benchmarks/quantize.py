@@ -64,18 +64,28 @@ def write_variant(spec: ModelSpec, model_path: Path, tag: str) -> ModelSpec:
 VARIANTS = ("int8-static-u8", "int8-static-s8", "int8-dynamic", "fp16")
 
 
-def make_variants(spec: ModelSpec, calib: list[datasets.Pair], out: Path,
-                  reduce_range: bool = False, only: tuple[str, ...] = VARIANTS) -> dict[str, ModelSpec | str]:
+def outside_network(path: Path) -> list[str]:
+    """Names of the nodes ``cleancut export`` put around the network (its graph names the network's
+    own nodes ``/net/...``): the uint8 prologue, the resize to the input size, the temperature and
+    the sigmoid."""
+    return [n.name for n in onnx.load(str(path)).graph.node if not n.name.startswith("/net/")]
+
+
+def make_variants(spec: ModelSpec, calib: list[datasets.Pair], out: Path, reduce_range: bool = False,
+                  only: tuple[str, ...] = VARIANTS, network_only: bool = False) -> dict[str, ModelSpec | str]:
     """Each variant's spec (those named in ``only``), or the error text when ONNX Runtime's tooling
-    could not make it."""
+    could not make it. ``network_only``: the static variants leave the nodes around the network in
+    float (see :func:`outside_network`), so the output probability is not rounded to 8 bits."""
     stem = out / spec.name
     pre = Path(f"{stem}-pre.onnx")
     q.quant_pre_process(str(spec.path), str(pre))  # shape inference + graph cleanup, as ORT advises
+    exclude = outside_network(pre) if network_only else []
 
     def static(activations):
         return lambda dst: q.quantize_static(
             str(pre), str(dst), Calibration(spec, calib), quant_format=q.QuantFormat.QDQ, per_channel=True,
-            activation_type=activations, weight_type=q.QuantType.QInt8, reduce_range=reduce_range)
+            activation_type=activations, weight_type=q.QuantType.QInt8, reduce_range=reduce_range,
+            nodes_to_exclude=exclude)
 
     makers = {  # u8 activations: ORT fuses every QDQ conv into QLinearConv on x86; s8: only some
         "int8-static-u8": static(q.QuantType.QUInt8),
@@ -162,6 +172,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                     help="which variants to make and score (default: all)")
     ap.add_argument("--tolerance", type=float, default=0.005, help="largest |maxF delta| that passes")
+    ap.add_argument("--network-only", action="store_true",
+                    help="static variants: quantise the network only; the nodes cleancut export puts around it "
+                         "(uint8 prologue, resize, temperature, sigmoid) stay float")
     ap.add_argument("--out", default="benchmarks/out/quantize")
     args = ap.parse_args(argv)
 
@@ -176,7 +189,8 @@ def main(argv=None) -> int:
         x = to_input(im.convert("RGB"), spec)
 
     rows: dict[str, dict] = {}
-    for tag, variant in make_variants(spec, calib, out, args.reduce_range, tuple(args.variants)).items():
+    for tag, variant in make_variants(spec, calib, out, args.reduce_range, tuple(args.variants),
+                                              args.network_only).items():
         if isinstance(variant, str):
             rows[tag] = {"error": variant}
             print(f"{tag}: not made ({variant})", flush=True)
@@ -200,6 +214,7 @@ def main(argv=None) -> int:
     meta = {"model": args.model, "model_sha256": file_sha256(spec.path), "data": args.data,
             "splits": {s: len(p) for s, p in splits.items()},
             "calibration": {"split": args.calib_split, "images": len(calib)}, "reduce_range": args.reduce_range,
+            "network_only": args.network_only,
             "latency_runs": args.runs, "tolerance": args.tolerance, "onnxruntime": ort.__version__}
     (out / "quantize.json").write_text(json.dumps({"meta": meta, "variants": rows}, indent=1))
     print(f"wrote {out / 'quantize.json'}")

@@ -105,13 +105,7 @@ def test_temperature_sharpens_in_the_graph_and_keeps_the_order(tmp_path):
 
 
 def test_output_levels_benchmark_scores_temperatures_as_the_graph_applies_them(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "output_levels.py"
-    spec_ = importlib.util.spec_from_file_location("output_levels", path)
-    bench = importlib.util.module_from_spec(spec_)
-    spec_.loader.exec_module(bench)
+    bench = _bench("output_levels")
     ckpt, _, _ = _checkpoint(tmp_path, "unet")
     export_onnx(ckpt, tmp_path / "plain.onnx")
     export_onnx(ckpt, tmp_path / "sharp.onnx", temperature=0.25)
@@ -124,6 +118,43 @@ def test_output_levels_benchmark_scores_temperatures_as_the_graph_applies_them(t
     out = capsys.readouterr().out
     assert "| temperature 0.25 |" in out and "| levels 0.35 0.65 |" in out
     assert "chosen: --" in out and "maxF within 0.0025 of raw" in out
+
+
+def _bench(name):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec_ = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(module)
+    return module
+
+
+def test_int8_network_only_keeps_the_output_float(tmp_path):
+    import onnx
+
+    from cleancut import datasets
+
+    quantize = _bench("quantize")
+    ckpt, _, _ = _checkpoint(tmp_path, "unet")
+    export_onnx(ckpt, tmp_path / "m.onnx", temperature=0.5, input_format="uint8_nhwc")
+    spec = get_model(tmp_path / "m.onnx")
+    calib = datasets.select([make_shapes_dataset(tmp_path / "d", n=8, size=48)], ["all"])["all"]
+    x = (np.random.default_rng(3).random((2, 64, 64, 3)) * 255).astype(np.uint8)
+    reference = OnnxModel(spec).predict_batch(x)
+    for network_only in (False, True):
+        out = tmp_path / f"q{network_only}"
+        out.mkdir()
+        variant = quantize.make_variants(spec, calib, out, reduce_range=True, only=("int8-static-u8",),
+                                         network_only=network_only)["int8-static-u8"]
+        graph = onnx.load(str(variant.path)).graph
+        producer = {o: n for n in graph.node for o in n.output}["alpha"]
+        kinds = {n.op_type for n in graph.node}
+        assert "QuantizeLinear" in kinds  # the network itself is quantised either way
+        assert producer.op_type == ("Sigmoid" if network_only else "DequantizeLinear")
+        q = OnnxModel(variant).predict_batch(x)
+        assert np.abs(q - reference).mean() < 0.05
 
 
 def test_parity_failure_refuses_to_write(tmp_path):
