@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="model name in the spec (default: the file stem)")
     p.add_argument("--size", type=int, help="input size (default: the training size)")
     p.add_argument("--tolerance", type=float, default=None,
-                   help="max abs difference allowed vs torch (default 1e-4; 2e-3 with --fp16-weights)")
+                   help="max abs difference allowed vs torch (default 1e-4; 2e-3 with --fp16-weights; "
+                        "divided by T with --temperature T < 1)")
     p.add_argument("--fp16-weights", action="store_true",
                    help="store the convolution weights as float16 (half the file; ONNX Runtime computes in "
                         "float32 after casting them back once at load)")

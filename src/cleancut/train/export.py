@@ -66,12 +66,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
     that ONNX Runtime folds back to float32 when it loads the model: the file shrinks, the
     computation stays float32. ``temperature`` (> 0; below 1 sharpens) divides the logits inside
     the graph; the spec records it as ``output_temperature``."""
-    if tolerance is None:
-        tolerance = FP16_TOLERANCE if fp16_weights else 1e-4
-    if input_format not in INPUT_FORMATS:
-        raise ModelError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
     if not (np.isfinite(temperature) and temperature > 0):
         raise ModelError(f"temperature must be a positive number (below 1 sharpens the output), got {temperature!r}")
+    if tolerance is None:  # a temperature T < 1 multiplies the sigmoid's slope, and so the difference, by 1/T
+        tolerance = (FP16_TOLERANCE if fp16_weights else 1e-4) / min(1.0, temperature)
+    if input_format not in INPUT_FORMATS:
+        raise ModelError(f"input_format must be one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
     ckpt = load(checkpoint)
     net, cfg = model_from_checkpoint(ckpt)
     size = size or cfg.data.size
