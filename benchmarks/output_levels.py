@@ -1,17 +1,22 @@
 """Choose a model's output calibration on validation data: the runtime's ``output_levels``
-(a contrast stretch, alpha = clip((p - low) / (high - low))) or the graph's ``temperature``
+(a contrast stretch, alpha = clip((p - low) / (high - low))), the graph's ``temperature``
 (alpha = sigmoid(logit / T), strictly increasing: it sharpens without merging probabilities into
-0 and 1). The raw network runs once per image, then every candidate is scored with the project's
-metrics, exactly as it would be applied (at model resolution, then resized to the ground truth).
+0 and 1) or the runtime's ``alpha_temperature`` (the same sigmoid, applied after the resize to
+the photo's size, so the upsampling does not blur the sharpened edge again). The raw network runs
+once per image, then every candidate is scored with the project's metrics, exactly as it would be
+applied (levels and graph temperature at model resolution, then resized to the ground truth;
+alpha temperature after that resize).
 
     python benchmarks/output_levels.py runs/cutnet-ft/cutnet-ft.onnx --data ../shared/data \
         --split val val-objects --stride 3
 
-The choice goes into ``cleancut export --output-levels LOW HIGH`` or ``--temperature T``. The
+The choice goes into ``cleancut export --output-levels LOW HIGH``, ``--temperature T`` or
+``--alpha-temperature T``. The
 table prints MAE, maxF and wF per split and the mean wF over the splits. The rule: the best mean
 wF among the candidates that lower no split's maxF by more than ``--max-maxf-drop`` against the
 raw output (a stretch trades threshold-free quality for crisper masks). v7 and earlier were chosen
-with 0.005 among the stretches only; v8 with 0.0025, temperatures included (see MODEL_CARD.md).
+with 0.005 among the stretches only; v8 with 0.0025, temperatures included; v9 with 0.0025,
+alpha temperatures included (see MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -25,12 +30,12 @@ from cleancut import datasets
 from cleancut.evaluate import OnnxModel, _batches
 from cleancut.metrics import SODMetrics
 from cleancut.models import get_model
-from cleancut.preprocess import resize_alpha
+from cleancut.preprocess import resize_alpha, sharpen_alpha
 
-# (low, high, temperature); the first is the raw output
-CANDIDATES = [(0.0, 1.0, 1.0), (0.05, 0.95, 1.0), (0.1, 0.9, 1.0), (0.15, 0.85, 1.0), (0.2, 0.8, 1.0), (0.3, 0.7, 1.0),
-              (0.35, 0.65, 1.0), (0.4, 0.6, 1.0), (0.0, 1.0, 0.5), (0.0, 1.0, 0.33), (0.0, 1.0, 0.25), (0.0, 1.0, 0.2),
-              (0.0, 1.0, 0.15)]
+# (low, high, graph temperature, alpha temperature); the first is the raw output
+CANDIDATES = [(0.0, 1.0, 1.0, 1.0), *((lo, 1.0 - lo, 1.0, 1.0) for lo in (0.05, 0.1, 0.15, 0.2, 0.3, 0.35, 0.4)),
+              *((0.0, 1.0, t, 1.0) for t in (0.5, 0.33, 0.25, 0.2, 0.15)),
+              *((0.0, 1.0, 1.0, t) for t in (0.5, 0.33, 0.25, 0.2, 0.15))]
 
 
 def calibrate(prob: np.ndarray, lo: float, hi: float, temperature: float) -> np.ndarray:
@@ -40,11 +45,15 @@ def calibrate(prob: np.ndarray, lo: float, hi: float, temperature: float) -> np.
     return np.clip((prob - lo) / (hi - lo), 0.0, 1.0)
 
 
-def label(c: tuple[float, float, float]) -> str:
+def label(c: tuple[float, float, float, float]) -> str:
+    if c[3] != 1.0:
+        return f"alpha temperature {c[3]:g}"
     return f"levels {c[0]:g} {c[1]:g}" if c[2] == 1.0 else f"temperature {c[2]:g}"
 
 
-def flag(c: tuple[float, float, float]) -> str:
+def flag(c: tuple[float, float, float, float]) -> str:
+    if c[3] != 1.0:
+        return f"--alpha-temperature {c[3]:g}"
     return f"--output-levels {c[0]:g} {c[1]:g}" if c[2] == 1.0 else f"--temperature {c[2]:g}"
 
 
@@ -57,11 +66,11 @@ def raw_predictions(model: str, pairs: list, threads: int | None) -> list[tuple[
     return out
 
 
-def score(preds, lo: float, hi: float, temperature: float = 1.0) -> dict[str, float]:
+def score(preds, lo: float, hi: float, temperature: float = 1.0, alpha_temperature: float = 1.0) -> dict[str, float]:
     m = SODMetrics(curves=False)
     for prob, gt in preds:
         alpha = calibrate(prob, lo, hi, temperature)
-        m.add(resize_alpha(alpha, (gt.shape[1], gt.shape[0])), gt)
+        m.add(sharpen_alpha(resize_alpha(alpha, (gt.shape[1], gt.shape[0])), alpha_temperature), gt)
     return m.results()
 
 

@@ -34,7 +34,8 @@ Checks (each a line of the report; the exit status is 1 if one fails): no respon
 any 5xx but 503); every 503 carries ``Retry-After``; every answer is one the kind allows, every
 error is JSON, every file name safe; the server's resident memory at the end within
 ``--rss-tolerance`` of its value after the warm-up; its open file descriptors and threads the
-same after the run as after the warm-up (counted when quiet, see ``settle``); nothing left in
+same after the run as after the warm-up (counted when quiet, see ``settle``, and counted again
+after another quiet period, twice at most, while they differ); nothing left in
 its temporary folder, while it runs (once idle) and after it stops (ONNX Runtime's own ``.ses``
 file, written when the model is loaded, is there from the start and not counted). Also reported:
 RSS at start, middle and end, p50/p95/p99 of the good requests, statuses per kind.
@@ -382,6 +383,18 @@ def settle(pid: int, port: int, seconds: float) -> dict:
     return process_figures(pid)
 
 
+def settle_again(pid: int, port: int, seconds: float, before: dict, tries: int = 3) -> tuple[dict, int]:
+    """:func:`settle`, then up to ``tries - 1`` more quiet periods while the fds or threads differ
+    from ``before``: a connection the server has yet to close or a helper thread still winding
+    down shows once, a leak stays. Returns the last figures and the number of recounts."""
+    figures = settle(pid, port, seconds)
+    recounts = 0
+    while recounts < tries - 1 and (figures["fds"], figures["threads"]) != (before["fds"], before["threads"]):
+        recounts += 1
+        figures = settle(pid, port, seconds)
+    return figures, recounts
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -524,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = run_clients(port, specs, args.concurrency, args.timeout, run_started + args.max_seconds,
                                proc.pid, samples)
         report["wall_s"] = time.monotonic() - run_started
-        after = settle(proc.pid, port, args.settle)
+        after, report["recounts"] = settle_again(proc.pid, port, args.settle, before)
         health = wait_idle(port)
         serving_tmp = [p for p in server_tmp.rglob("*") if p.is_file() and p not in at_start]
     finally:
@@ -598,7 +611,7 @@ def print_report(r: dict) -> None:
     print(f"  server RSS   after warm-up {m['after_warmup']:.0f} MiB, middle {m['middle']:.0f} MiB, end {m['end']:.0f} MiB "
           f"({r['rss_growth']:+.1%})")
     print(f"  fds          {r['fds']['before']} before, {r['fds']['after']} after; threads {r['threads']['before']} "
-          f"before, {r['threads']['after']} after")
+          f"before, {r['threads']['after']} after; counted again {r.get('recounts', 0)} time(s)")
     for kind, examples in r["problems"].items():
         print(f"  PROBLEM {kind}: {examples[0]}")
     for name, ok in r["checks"].items():

@@ -9,6 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from cleancut import datasets  # noqa: E402
 from cleancut.cli import main as cli_main  # noqa: E402
 from cleancut.errors import ModelError  # noqa: E402
 from cleancut.evaluate import OnnxModel, evaluate  # noqa: E402
@@ -116,8 +117,32 @@ def test_output_levels_benchmark_scores_temperatures_as_the_graph_applies_them(t
     root = make_shapes_dataset(tmp_path / "d", n=12, size=48)
     assert bench.main([str(tmp_path / "plain.onnx"), "--data", str(root), "--split", "train"]) == 0
     out = capsys.readouterr().out
-    assert "| temperature 0.25 |" in out and "| levels 0.35 0.65 |" in out
+    assert "| temperature 0.25 |" in out and "| levels 0.35 0.65 |" in out and "| alpha temperature 0.25 |" in out
     assert "chosen: --" in out and "maxF within 0.0025 of raw" in out
+
+
+def test_alpha_temperature_is_exported_scored_and_refused_when_out_of_range(tmp_path, capsys):
+    bench = _bench("output_levels")
+    root = make_shapes_dataset(tmp_path / "d", n=12, size=48)
+    ckpt, _, _ = _checkpoint(tmp_path, "unet")
+    assert cli_main(["export", str(ckpt), "-o", str(tmp_path / "plain.onnx")]) == 0
+    assert cli_main(["export", str(ckpt), "-o", str(tmp_path / "sharp.onnx"), "--alpha-temperature", "0.25"]) == 0
+    spec = get_model(tmp_path / "sharp.onnx")
+    assert spec.alpha_temperature == 0.25 and get_model(tmp_path / "plain.onnx").alpha_temperature == 1.0
+    # the graphs are the same network: the sharpening is the runtime's, after the resize
+    pairs = datasets.select([str(root)], ["train"])["train"]
+    plain, sharp = (evaluate(OnnxModel(get_model(tmp_path / f"{n}.onnx")), pairs).results() for n in ("plain", "sharp"))
+    assert sharp["MAE"] != plain["MAE"]
+    # cleancut evaluate scores what output_levels.py scores for that candidate
+    preds = bench.raw_predictions(str(tmp_path / "plain.onnx"), pairs, None)
+    expected = bench.score(preds, 0.0, 1.0, 1.0, 0.25)
+    for key in ("MAE", "maxF", "wF"):
+        assert abs(sharp[key] - expected[key]) < 1e-6, key
+    capsys.readouterr()
+    for bad in ("0", "0.01", "1.5"):
+        assert cli_main(["export", str(ckpt), "-o", str(tmp_path / "bad.onnx"), "--alpha-temperature", bad]) != 0
+        assert "--alpha-temperature must be from 0.05 to 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad.onnx").exists()
 
 
 def _bench(name):

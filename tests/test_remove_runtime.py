@@ -120,3 +120,33 @@ def test_output_levels_stretch_the_probability(tiny_model, tmp_path):
         (tmp_path / "m.json").write_text(json.dumps({**data, "file": str(Path(tiny_model).resolve()), "output_levels": bad}))
         with pytest.raises(ModelError, match="output_levels"):
             get_model(tmp_path / "m.json")
+
+
+def test_alpha_temperature_sharpens_after_the_resize_to_the_photo(tiny_model, tmp_path):
+    import dataclasses
+
+    from cleancut.preprocess import resize_alpha, to_input
+
+    spec = get_model(tiny_model)
+    sharp = dataclasses.replace(spec, alpha_temperature=0.25)
+    rng = np.random.default_rng(2)
+    photo = Image.fromarray(rng.integers(0, 256, (48, 80, 3), dtype=np.uint8))  # not the model's 32x32
+    session = Session(spec)
+    (raw,) = session.predict([photo])
+    (got,) = Session(sharp).predict([photo])
+    assert got.shape == raw.shape == (48, 80) and got.dtype == np.float32
+    # sigmoid(logit(p) / T) of the alpha already at the photo's size, not resized after sharpening
+    p = np.clip(raw.astype(np.float64), 1e-9, 1 - 1e-9)
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-np.log(p / (1 - p)) / 0.25)), atol=1e-5)
+    model_size = session.run_batch(to_input(photo, spec)[None])[0]
+    q = np.clip(model_size.astype(np.float64), 1e-9, 1 - 1e-9)
+    sharpened_first = resize_alpha((1 / (1 + np.exp(-np.log(q / (1 - q)) / 0.25))).astype(np.float32), (80, 48))
+    assert np.abs(got - sharpened_first).max() > 1e-2  # the order of the two steps matters
+    order = np.argsort(raw.ravel(), kind="stable")
+    assert np.all(np.diff(got.ravel()[order]) >= -1e-6)  # no pixel overtakes another
+    assert np.abs(got - 0.5).mean() > np.abs(raw - 0.5).mean()  # crisper
+    data = json.loads(Path(tiny_model).with_suffix(".json").read_text())
+    for bad in (0.0, 0.01, 1.5, "0.25", None):
+        (tmp_path / "m.json").write_text(json.dumps({**data, "file": str(Path(tiny_model).resolve()), "alpha_temperature": bad}))
+        with pytest.raises(ModelError, match="alpha_temperature must be a number from 0.05 to 1"):
+            get_model(tmp_path / "m.json")

@@ -18,7 +18,7 @@ from PIL import Image
 from .datasets import Pair
 from .metrics import SODMetrics, format_table
 from .models import ModelSpec
-from .preprocess import resize_alpha, to_input
+from .preprocess import resize_alpha, sharpen_alpha, to_input
 
 
 class BatchModel(Protocol):
@@ -52,7 +52,8 @@ def _batches(pairs: list[Pair], spec: ModelSpec, batch_size: int) -> Iterable[tu
 
 
 def evaluate(model: BatchModel, pairs: list[Pair], batch_size: int = 8, progress: bool = False) -> SODMetrics:
-    """Score ``model`` on ``pairs``: predictions are resized to each ground truth's resolution."""
+    """Score ``model`` on ``pairs``: predictions are resized to each ground truth's resolution (and
+    sharpened there by the spec's ``alpha_temperature``, as :meth:`runtime.Session.predict` does)."""
     metrics = SODMetrics()
     batches = _batches(pairs, model.spec, batch_size)
     if progress:
@@ -62,7 +63,8 @@ def evaluate(model: BatchModel, pairs: list[Pair], batch_size: int = 8, progress
     for x, gts in batches:
         probs = model.predict_batch(x)
         for prob, gt in zip(probs, gts):
-            metrics.add(resize_alpha(prob, (gt.shape[1], gt.shape[0])), gt)
+            alpha = resize_alpha(prob, (gt.shape[1], gt.shape[0]))
+            metrics.add(sharpen_alpha(alpha, model.spec.alpha_temperature), gt)  # as the runtime does
     return metrics
 
 

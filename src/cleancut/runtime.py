@@ -15,7 +15,7 @@ from PIL import Image
 
 from .errors import ConfigError, ModelError
 from .models import ModelSpec, get_model
-from .preprocess import resize_alpha, to_input
+from .preprocess import resize_alpha, sharpen_alpha, to_input
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -93,7 +93,7 @@ class Session:
             chunk = images[start:start + self.batch_size]
             out = self.run_batch(np.stack([to_input(im, self.spec) for im in chunk]))
             for image, alpha in zip(chunk, out):
-                results.append(resize_alpha(alpha, image.size))
+                results.append(sharpen_alpha(resize_alpha(alpha, image.size), self.spec.alpha_temperature))
         return results
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:

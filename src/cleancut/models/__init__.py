@@ -12,7 +12,9 @@ The ONNX contract, shared by the exporter and the runtime:
          does the normalisation itself (faster: no float work in numpy);
   output ``spec.output_name`` float32 ``[N, 1, H, W]``, foreground probability in [0, 1];
          the runtime then applies ``output_norm`` (``minmax``: stretch each image's output to
-         [0, 1]) and the spec's ``output_levels`` calibration.
+         [0, 1]) and the spec's ``output_levels`` calibration, resizes it to the photo's size
+         and, if the spec has an ``alpha_temperature`` T, sharpens it there:
+         ``alpha = sigmoid(logit(p) / T)``.
 
 The resize to the network's size uses ``spec.resample`` (bilinear or lanczos).
 
@@ -35,6 +37,7 @@ from ..errors import ModelError
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "cleancut-default"
+MIN_ALPHA_TEMPERATURE = 0.05  # sharper than this is a threshold, not a calibration
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,10 @@ class ModelSpec:
     # Contrast stretch of the probability, alpha = clip((p - lo) / (hi - lo)): a calibration of
     # a model's under-confident soft output, applied by the runtime (default: none).
     output_levels: tuple[float, float] = (0.0, 1.0)
+    # Sharpening applied by the runtime after the resize to the photo's size (edges stay crisp,
+    # unlike a temperature in the graph, whose sharp edge the upsampling blurs again):
+    # alpha = sigmoid(logit(p) / T), strictly increasing; 1 = none, below 1 sharpens.
+    alpha_temperature: float = 1.0
     resample: str = "bilinear"  # bilinear | lanczos: the resize of the photo to input_size
     input_scale: str = "unit"  # unit: x / 255 | max: x / the image's maximum (rembg's U2-Net)
     input_format: str = "float_nchw"  # float_nchw | uint8_nhwc (normalisation inside the graph)
@@ -153,6 +160,10 @@ def spec_from_dict(data: dict[str, Any], folder: Path | str = "") -> ModelSpec:
     if len(levels) != 2 or not 0 <= levels[0] < levels[1] <= 1:
         raise ModelError(f"model spec '{data['name']}': output_levels must be [low, high] with 0 <= low < high <= 1, "
                          f"got {list(levels)}")
+    temperature = known.get("alpha_temperature", 1.0)
+    if not (isinstance(temperature, (int, float)) and MIN_ALPHA_TEMPERATURE <= temperature <= 1):
+        raise ModelError(f"model spec '{data['name']}': alpha_temperature must be a number from "
+                         f"{MIN_ALPHA_TEMPERATURE:g} to 1 (1: no sharpening), got {temperature!r}")
     for key, choices in _CHOICES.items():
         if key in known and known[key] not in choices:
             raise ModelError(f"model spec '{data['name']}': {key} must be one of {', '.join(choices)}, "
