@@ -71,21 +71,38 @@ def outside_network(path: Path) -> list[str]:
     return [n.name for n in onnx.load(str(path)).graph.node if not n.name.startswith("/net/")]
 
 
+def depthwise_weights(path: Path) -> list[str]:
+    """The weight initialisers of the depthwise convolutions (``group`` > 1) of an ONNX graph."""
+    names = []
+    for node in onnx.load(str(path)).graph.node:
+        group = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "Conv" and group > 1:
+            names.append(node.input[1])
+    return names
+
+
 def make_variants(spec: ModelSpec, calib: list[datasets.Pair], out: Path, reduce_range: bool = False,
-                  only: tuple[str, ...] = VARIANTS, network_only: bool = False) -> dict[str, ModelSpec | str]:
+                  only: tuple[str, ...] = VARIANTS, network_only: bool = False,
+                  full_range_depthwise: bool = False) -> dict[str, ModelSpec | str]:
     """Each variant's spec (those named in ``only``), or the error text when ONNX Runtime's tooling
     could not make it. ``network_only``: the static variants leave the nodes around the network in
-    float (see :func:`outside_network`), so the output probability is not rounded to 8 bits."""
+    float (see :func:`outside_network`), so the output probability is not rounded to 8 bits.
+    ``full_range_depthwise``: with ``reduce_range``, the depthwise convolutions' weights keep all 8
+    bits (per channel): ONNX Runtime's depthwise kernels widen both operands to 16 bits before
+    multiplying, so only the GEMM-based convolutions can saturate on x86 CPUs without VNNI."""
     stem = out / spec.name
     pre = Path(f"{stem}-pre.onnx")
     q.quant_pre_process(str(spec.path), str(pre))  # shape inference + graph cleanup, as ORT advises
     exclude = outside_network(pre) if network_only else []
+    extra = {}
+    if reduce_range and full_range_depthwise:
+        extra["TensorQuantOverrides"] = {w: [{"reduce_range": False, "axis": 0}] for w in depthwise_weights(pre)}
 
     def static(activations):
         return lambda dst: q.quantize_static(
             str(pre), str(dst), Calibration(spec, calib), quant_format=q.QuantFormat.QDQ, per_channel=True,
             activation_type=activations, weight_type=q.QuantType.QInt8, reduce_range=reduce_range,
-            nodes_to_exclude=exclude)
+            nodes_to_exclude=exclude, extra_options=extra)
 
     makers = {  # u8 activations: ORT fuses every QDQ conv into QLinearConv on x86; s8: only some
         "int8-static-u8": static(q.QuantType.QUInt8),
@@ -169,6 +186,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads for evaluation")
     ap.add_argument("--reduce-range", action="store_true",
                     help="7-bit int8 weights: avoids u8*s8 saturation on x86 CPUs without VNNI")
+    ap.add_argument("--full-range-depthwise", action="store_true",
+                    help="with --reduce-range: the depthwise convolutions keep 8-bit weights (their kernels "
+                         "cannot saturate; only the GEMM-based convolutions need the 7 bits)")
     ap.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                     help="which variants to make and score (default: all)")
     ap.add_argument("--tolerance", type=float, default=0.005, help="largest |maxF delta| that passes")
@@ -190,7 +210,7 @@ def main(argv=None) -> int:
 
     rows: dict[str, dict] = {}
     for tag, variant in make_variants(spec, calib, out, args.reduce_range, tuple(args.variants),
-                                              args.network_only).items():
+                                              args.network_only, args.full_range_depthwise).items():
         if isinstance(variant, str):
             rows[tag] = {"error": variant}
             print(f"{tag}: not made ({variant})", flush=True)
@@ -214,7 +234,7 @@ def main(argv=None) -> int:
     meta = {"model": args.model, "model_sha256": file_sha256(spec.path), "data": args.data,
             "splits": {s: len(p) for s, p in splits.items()},
             "calibration": {"split": args.calib_split, "images": len(calib)}, "reduce_range": args.reduce_range,
-            "network_only": args.network_only,
+            "network_only": args.network_only, "full_range_depthwise": args.full_range_depthwise,
             "latency_runs": args.runs, "tolerance": args.tolerance, "onnxruntime": ort.__version__}
     (out / "quantize.json").write_text(json.dumps({"meta": meta, "variants": rows}, indent=1))
     print(f"wrote {out / 'quantize.json'}")

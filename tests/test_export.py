@@ -275,3 +275,37 @@ def test_average_checkpoints(tmp_path, tool):
     cnn, _, _ = _checkpoint(tmp_path / "x", "cnn")
     with pytest.raises(SystemExit, match="not a checkpoint of the same architecture"):
         tool_mod.main([str(ckpt), str(cnn), "-o", str(other)])
+
+
+def test_full_range_depthwise_keeps_8_bit_weights_only_where_no_kernel_saturates(tmp_path):
+    import onnx
+    from onnx import numpy_helper
+
+    from cleancut import datasets
+
+    quantize = _bench("quantize")
+    ckpt, _, _ = _checkpoint(tmp_path, "cutnet")
+    export_onnx(ckpt, tmp_path / "m.onnx", input_format="uint8_nhwc")
+    spec = get_model(tmp_path / "m.onnx")
+    depthwise = set(quantize.depthwise_weights(spec.path))
+    assert depthwise  # cutnet has depthwise convolutions
+    calib = datasets.select([make_shapes_dataset(tmp_path / "d", n=6, size=48)], ["all"])["all"]
+    widest = {}
+    for full in (False, True):
+        out = tmp_path / f"q{full}"
+        out.mkdir()
+        variant = quantize.make_variants(spec, calib, out, reduce_range=True, only=("int8-static-u8",),
+                                         network_only=True, full_range_depthwise=full)["int8-static-u8"]
+        graph = onnx.load(str(variant.path)).graph
+        ints = {i.name: np.abs(numpy_helper.to_array(i).astype(np.int32)).max() for i in graph.initializer
+                if i.data_type == onnx.TensorProto.INT8}
+        # each quantised weight feeds a DequantizeLinear whose output replaces the float weight
+        feeds = {n.output[0]: n.input[0] for n in graph.node if n.op_type == "DequantizeLinear"}
+        convs = [n for n in graph.node if n.op_type == "Conv"]
+        widest[full] = {kind: max(ints[feeds[c.input[1]]] for c in convs
+                                  if (c.input[1] in feeds) and (feeds[c.input[1]] in ints)
+                                  and (feeds[c.input[1]].removesuffix("_quantized") in depthwise) == kind)
+                        for kind in (True, False)}
+    assert widest[False][True] <= 64 and widest[False][False] <= 64  # --reduce-range: 7 bits everywhere
+    assert widest[True][True] > 64  # depthwise: the full 8 bits
+    assert widest[True][False] <= 64  # GEMM-based convolutions: still 7 bits
