@@ -309,3 +309,67 @@ def test_full_range_depthwise_keeps_8_bit_weights_only_where_no_kernel_saturates
     assert widest[False][True] <= 64 and widest[False][False] <= 64  # --reduce-range: 7 bits everywhere
     assert widest[True][True] > 64  # depthwise: the full 8 bits
     assert widest[True][False] <= 64  # GEMM-based convolutions: still 7 bits
+
+
+def test_keep_aspect_export_runs_each_photo_at_its_own_shape(tmp_path):
+    from PIL import Image
+
+    from cleancut.preprocess import network_size
+    from cleancut.runtime import Session
+
+    ckpt, model, _ = _checkpoint(tmp_path, "litefpn")  # its pyramid pooling must follow the input's size
+    report = export_onnx(ckpt, tmp_path / "k.onnx", keep_aspect=True, input_format="uint8_nhwc")
+    assert report["max_abs_diff"] < 1e-4 and report["size_wide"] != [160, 160]  # checked at two shapes
+    spec = get_model(tmp_path / "k.onnx")
+    assert spec.aspect == "keep" and spec.size_multiple == 32
+    rng = np.random.default_rng(4)
+    photos = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in
+              ((120, 200), (200, 120), (90, 90), (120, 200))]
+    sizes = [network_size(spec, p.size) for p in photos]
+    assert sizes[:3] == [(128, 192), (192, 128), (160, 160)]  # about 160 x 160 pixels, the photo's shape
+    session = Session(spec, batch_size=4)
+    together = session.predict(photos)
+    for photo, size, alpha in zip(photos, sizes, together):
+        assert alpha.shape == (photo.size[1], photo.size[0])
+        alone = session.predict([photo])[0]
+        np.testing.assert_allclose(alpha, alone, atol=1e-5)  # grouped by shape, in the caller's order
+        with torch.no_grad():  # torch at the same shape, resized back the same way
+            x = torch.from_numpy(np.asarray(photo.resize(size[::-1], Image.BILINEAR)).copy())
+            ref = TorchModel(model, spec).predict_batch(
+                ((x.permute(2, 0, 1)[None].float() / 255 - torch.tensor(spec.mean).view(1, 3, 1, 1))
+                 / torch.tensor(spec.std).view(1, 3, 1, 1)).numpy())[0]
+        from cleancut.preprocess import resize_alpha
+
+        np.testing.assert_allclose(alpha, resize_alpha(ref, photo.size), atol=1e-4)
+    # the same checkpoint exported square squashes the photo: a different mask
+    export_onnx(ckpt, tmp_path / "s.onnx", input_format="uint8_nhwc")
+    square = Session(get_model(tmp_path / "s.onnx")).predict(photos[:1])[0]
+    assert np.abs(square - together[0]).max() > 1e-3
+    # a keep-aspect spec in front of a fixed-size graph is refused with the fix named
+    data = json.loads((tmp_path / "s.json").read_text())
+    (tmp_path / "s.json").write_text(json.dumps({**data, "aspect": "keep"}))
+    with pytest.raises(ModelError, match="fixed height and width.*--keep-aspect"):
+        Session(get_model(tmp_path / "s.onnx"))
+    # evaluation batches photos of one shape together and scores every pair
+    root = make_shapes_dataset(tmp_path / "d", n=6, size=48)
+    pairs = datasets.select([str(root)], ["train"])["train"]
+    assert evaluate(OnnxModel(spec), pairs, batch_size=4).results()["maxF"] > 0
+
+
+@pytest.mark.parametrize("size, expected", [
+    ((640, 480), (352, 480)), ((480, 640), (480, 352)), ((854, 480), (320, 544)), ((416, 416), (416, 416)),
+    ((1, 1), (416, 416)), ((4000, 10), (32, 5408)), ((10, 4000), (5408, 32)), ((100000, 1), (32, 5408)),
+])
+def test_network_size_keeps_the_aspect_at_about_the_same_pixels(size, expected):
+    import dataclasses
+
+    from cleancut.models import ModelSpec
+    from cleancut.preprocess import network_size
+
+    spec = ModelSpec(name="k", file="k.onnx", input_size=(416, 416), aspect="keep")
+    h, w = network_size(spec, size)
+    assert (h, w) == expected and h % 32 == 0 and w % 32 == 0
+    assert h * w <= 416 * 416 * 1.25
+    if min(size) * 100 > max(size):  # an ordinary photo: the aspect within one rounding step
+        assert abs(w / h - size[0] / size[1]) <= (size[0] / size[1]) * 32 / min(h, w)
+    assert network_size(dataclasses.replace(spec, aspect="stretch"), size) == (416, 416)

@@ -41,13 +41,20 @@ class OnnxModel:
 
 
 def _batches(pairs: list[Pair], spec: ModelSpec, batch_size: int) -> Iterable[tuple[np.ndarray, list[np.ndarray]]]:
-    for start in range(0, len(pairs), batch_size):
-        xs, gts = [], []
-        for pair in pairs[start:start + batch_size]:
-            with Image.open(pair.image) as im:
-                xs.append(to_input(im.convert("RGB"), spec))
-            with Image.open(pair.mask) as m:
-                gts.append(np.asarray(m.convert("L")))
+    """Up to ``batch_size`` consecutive pairs whose inputs have one shape (a model with aspect
+    'keep' runs each photo at a size of its own), in order."""
+    xs, gts = [], []
+    for pair in pairs:
+        with Image.open(pair.image) as im:
+            x = to_input(im.convert("RGB"), spec)
+        with Image.open(pair.mask) as m:
+            gt = np.asarray(m.convert("L"))
+        if xs and (len(xs) == batch_size or x.shape != xs[0].shape):
+            yield np.stack(xs), gts
+            xs, gts = [], []
+        xs.append(x)
+        gts.append(gt)
+    if xs:
         yield np.stack(xs), gts
 
 
@@ -59,7 +66,8 @@ def evaluate(model: BatchModel, pairs: list[Pair], batch_size: int = 8, progress
     if progress:
         from tqdm import tqdm
 
-        batches = tqdm(batches, total=(len(pairs) + batch_size - 1) // batch_size, desc="evaluate", unit="batch")
+        batches = tqdm(batches, total=None if model.spec.aspect == "keep" else (len(pairs) + batch_size - 1) // batch_size,
+                       desc="evaluate", unit="batch")
     for x, gts in batches:
         probs = model.predict_batch(x)
         for prob, gt in zip(probs, gts):

@@ -12,10 +12,33 @@ from .models import ModelSpec
 _RESAMPLE = {"bilinear": Image.BILINEAR, "lanczos": Image.LANCZOS}
 
 
+def network_size(spec: ModelSpec, image_size: tuple[int, int]) -> tuple[int, int]:
+    """``(height, width)`` the network runs at for a photo of ``image_size = (width, height)``.
+
+    ``aspect: stretch``: the spec's ``input_size``. ``aspect: keep``: the photo's aspect ratio at
+    about the pixel count of ``input_size`` (so about the same cost), each side rounded to the
+    nearest multiple of ``size_multiple`` and at least one multiple. When a side is held at that
+    minimum (a photo over ~100 times wider than tall), the other side shrinks so that the pixel
+    count stays within the budget."""
+    if spec.aspect != "keep":
+        return spec.input_size
+    m = spec.size_multiple
+    budget = spec.input_size[0] * spec.input_size[1]
+    w, h = max(1, image_size[0]), max(1, image_size[1])
+    scale = (budget / (w * h)) ** 0.5
+    out_w = max(m, int(w * scale / m + 0.5) * m)
+    out_h = max(m, int(h * scale / m + 0.5) * m)
+    if out_w * out_h > budget * 1.25:  # one side is at the minimum
+        longest = max(m, budget // (m * m) * m)
+        out_w, out_h = (min(out_w, longest), out_h) if out_h == m else (out_w, min(out_h, longest))
+    return out_h, out_w
+
+
 def to_input(image: Image.Image, spec: ModelSpec) -> np.ndarray:
-    """PIL RGB image -> one network input at the model's size: float32 ``[channels, H, W]``,
-    normalised, or the raw uint8 ``[H, W, channels]`` for a ``uint8_nhwc`` model."""
-    h, w = spec.input_size
+    """PIL RGB image -> one network input at the network's size for it (:func:`network_size`):
+    float32 ``[channels, H, W]``, normalised, or the raw uint8 ``[H, W, channels]`` for a
+    ``uint8_nhwc`` model."""
+    h, w = network_size(spec, image.size)
     img = image.convert("L" if spec.channels == 1 else "RGB")
     if img.size != (w, h):
         img = img.resize((w, h), _RESAMPLE[spec.resample])

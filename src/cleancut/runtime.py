@@ -15,7 +15,7 @@ from PIL import Image
 
 from .errors import ConfigError, ModelError
 from .models import ModelSpec, get_model
-from .preprocess import resize_alpha, sharpen_alpha, to_input
+from .preprocess import network_size, resize_alpha, sharpen_alpha, to_input
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -79,7 +79,16 @@ class Session:
         names = ("channels", "height", "width")
         if spec.input_format == "uint8_nhwc":
             expected, names = expected[1:] + expected[:1], names[1:] + names[:1]
+        if spec.aspect == "keep":
+            fixed = [what for got, what in zip(shape[1:], names) if what != "channels" and isinstance(got, int)]
+            if fixed:
+                raise ModelError(
+                    f"model '{spec.name}': the spec says aspect 'keep' (a size per photo), but the ONNX input "
+                    f"has a fixed {' and '.join(fixed)} (shape {shape}). Export with --keep-aspect, or set "
+                    "aspect to 'stretch' in the JSON spec.")
         for got, want, what in zip(shape[1:], expected, names):
+            if spec.aspect == "keep" and what != "channels":
+                continue
             if isinstance(got, int) and got != want:
                 raise ModelError(
                     f"model '{spec.name}': the spec says {what} {want}, the ONNX input has {got} "
@@ -88,12 +97,17 @@ class Session:
 
     def predict(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
         """Alpha masks (float32 HxW in [0, 1], each at its image's size) for RGB images."""
-        results: list[np.ndarray] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start:start + self.batch_size]
-            out = self.run_batch(np.stack([to_input(im, self.spec) for im in chunk]))
-            for image, alpha in zip(chunk, out):
-                results.append(sharpen_alpha(resize_alpha(alpha, image.size), self.spec.alpha_temperature))
+        results: list[np.ndarray | None] = [None] * len(images)
+        by_size: dict[tuple[int, int], list[int]] = {}  # with aspect 'keep', photos differ in network size
+        for i, image in enumerate(images):
+            by_size.setdefault(network_size(self.spec, image.size), []).append(i)
+        for indices in by_size.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start:start + self.batch_size]
+                out = self.run_batch(np.stack([to_input(images[i], self.spec) for i in chunk]))
+                for i, alpha in zip(chunk, out):
+                    alpha = resize_alpha(alpha, images[i].size)
+                    results[i] = sharpen_alpha(alpha, self.spec.alpha_temperature)
         return results
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:

@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="sharpening the runtime applies after the resize to the photo's size: alpha = "
                         "sigmoid(logit(p) / T), from 0.05 to 1; crisper edges than --temperature, which the "
                         "upsampling blurs again (default: none)")
+    p.add_argument("--keep-aspect", action="store_true",
+                   help="free input height and width: each photo runs at its own aspect ratio with about "
+                        "--size x --size pixels (sides multiples of 32) instead of being squashed to a square")
     p.add_argument("--uint8-input", action="store_true",
                    help="the model takes raw uint8 pixels [N, H, W, C] and normalises them in the graph "
                         "(faster inference: no float work in numpy)")
@@ -49,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = export_onnx(args.checkpoint, args.out, name=args.name, size=args.size, tolerance=args.tolerance,
                          extra=extra or None, input_format="uint8_nhwc" if args.uint8_input else "float_nchw",
-                         fp16_weights=args.fp16_weights, temperature=args.temperature)
+                         fp16_weights=args.fp16_weights, temperature=args.temperature,
+                         keep_aspect=args.keep_aspect)
     print(f"wrote {args.out} (+ .json); ONNX Runtime vs torch max abs difference {report['max_abs_diff']:.2e}")
     return 0

