@@ -123,7 +123,7 @@ class CleancutPredictor:
 
         self.session = Session(get_model(cfg["model"]), threads=cfg.get("threads"), batch_size=8)
         h, w = self.session.spec.input_size
-        self.native = f"{w}x{h}"
+        self.native = f"~{w}x{h} px, photo's aspect" if self.session.spec.aspect == "keep" else f"{w}x{h}"
 
     def predict(self, image) -> np.ndarray:
         return self.session.predict([image])[0]
@@ -477,8 +477,9 @@ def setup_entry(entry: dict, args) -> None:
             spec.verify()
         except CleancutError as exc:
             raise PeerError(str(exc)) from None
+        native = f"{spec.input_size[1]}x{spec.input_size[0]}"
         entry.update(model=str(spec.path), file=str(spec.path), architecture=spec.architecture,
-                     native=f"{spec.input_size[1]}x{spec.input_size[0]}", sha256=spec.sha256)
+                     native=f"~{native} px, photo's aspect" if spec.aspect == "keep" else native, sha256=spec.sha256)
     elif kind == "u2netp":
         from cleancut.errors import CleancutError
         from cleancut.models import get_model

@@ -55,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [("", "NAME", "INPUT", "SIZE MB", "LICENCE", "ARCHITECTURE")]
     for s in specs:
-        rows.append(("*" if s.name == DEFAULT_MODEL else "", s.name, f"{s.input_size[0]}x{s.input_size[1]}",
-                     _size_mb(s), s.licence, s.architecture))
+        shape = (f"about {s.input_size[0]}x{s.input_size[1]} px, aspect kept" if s.aspect == "keep"
+                 else f"{s.input_size[0]}x{s.input_size[1]}")
+        rows.append(("*" if s.name == DEFAULT_MODEL else "", s.name, shape, _size_mb(s), s.licence, s.architecture))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())

@@ -113,8 +113,14 @@ def export_onnx(checkpoint: str | Path, out: str | Path, name: str | None = None
         store_weights_fp16(tmp)
     report = parity(model, tmp, channels, size, input_format=input_format)
     if keep_aspect:  # and at a landscape size of about the same pixel count
-        wide = parity(model, tmp, channels, (max(32, size * 3 // 4 // 32 * 32), size * 4 // 3 // 32 * 32 + 32),
-                      input_format=input_format)
+        shape = (max(32, size * 3 // 4 // 32 * 32), size * 4 // 3 // 32 * 32 + 32)
+        try:
+            wide = parity(model, tmp, channels, shape, input_format=input_format)
+        except Exception as exc:  # torch or ONNX Runtime refusing the shape: the graph is not size-free
+            tmp.unlink(missing_ok=True)
+            raise ModelError(f"{cfg.model.arch} exported with --keep-aspect does not run at {shape[0]}x{shape[1]} "
+                             f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); export it without "
+                             "--keep-aspect") from None
         report = {**report, "max_abs_diff": max(report["max_abs_diff"], wide["max_abs_diff"]),
                   "size_wide": wide["size"]}
     report["weights"] = "fp16" if fp16_weights else "fp32"
