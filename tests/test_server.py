@@ -628,3 +628,18 @@ def test_cli_serve_end_to_end_with_sigterm(tiny_model, photo):
     assert "model 'tiny' loaded" in err
     assert '"POST /api/remove" 200 ' in err and '"POST /api/remove" 413 ' in err
     assert "worker pool drained; 1 requests processed" in err
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_every_worker_thread_is_started_with_the_server(tiny_model, workers):
+    import threading
+
+    def pool_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("cleancut-worker")]
+
+    before = len(pool_threads())
+    with TestClient(make_app(tiny_model, workers=workers)) as c:
+        # before any request: the thread count is already the steady one (no thread appears later)
+        assert len(pool_threads()) - before == workers
+        assert c.get("/healthz").status_code == 200
+    assert len(pool_threads()) == before  # and all of them end with the server

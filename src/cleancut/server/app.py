@@ -108,6 +108,11 @@ class ServerState:
                      ", ".join(f"{step} {s:.2f} s" for step, s in seconds.items()))
         self.tmpdir = Path(tempfile.mkdtemp(prefix="cleancut-serve-"))
         self.pool = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="cleancut-worker")
+        # start every worker thread now: left alone, the pool creates them one by one as jobs first
+        # overlap, so the server's thread count would still be rising long after the start
+        started = threading.Barrier(self.settings.workers)
+        for future in [self.pool.submit(started.wait, 30) for _ in range(self.settings.workers)]:
+            future.result()
 
     def stop(self) -> None:
         """Refuse new work, finish every job already submitted, remove the temporary folder."""
