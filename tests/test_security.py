@@ -58,9 +58,14 @@ def client(tiny_model):
 
 
 def raw_request(port: int, data: bytes, timeout: float = 10.0) -> bytes:
-    """Send raw bytes to 127.0.0.1:port; everything the server answers until it closes."""
+    """Send raw bytes to 127.0.0.1:port; everything the server answers until it closes.
+
+    A server may stop reading and close before all of ``data`` is sent (that is how it
+    refuses a request it will not buffer), so a reset while sending ends the sending only.
+    """
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(data)
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            sock.sendall(data)
         chunks = []
         with contextlib.suppress(ConnectionResetError):
             while chunk := sock.recv(65536):
