@@ -50,11 +50,17 @@ def _registry_folder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def tiny_registry(_registry_folder, monkeypatch) -> Path:
+def tiny_registry(_registry_folder, tmp_path_factory, monkeypatch) -> Path:
+    """The bundled-model folder, replaced by a fresh copy of the tiny registry for each test
+    (a test may add specs to it; the next test must not see them)."""
+    import shutil
+
     from cleancut import models
 
-    monkeypatch.setattr(models, "BUNDLED_DIR", _registry_folder)
-    return _registry_folder
+    folder = tmp_path_factory.mktemp("registry-copy")
+    shutil.copytree(_registry_folder, folder, dirs_exist_ok=True)
+    monkeypatch.setattr(models, "BUNDLED_DIR", folder)
+    return folder
 
 
 @pytest.fixture(scope="session")
