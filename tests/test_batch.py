@@ -131,15 +131,16 @@ def s3():
 def cluster(s3):
     """A two-node Ray cluster on this machine (head and one worker node, one CPU each), started
     after ``s3`` so that its workers see the S3 endpoint."""
-    from ray.cluster_utils import Cluster
-
     with pytest.MonkeyPatch.context() as patch:
         # Workers at the tests' own priority: Ray's default (+15) starves them on a busy machine.
         patch.setenv("RAY_worker_niceness", "0")
         patch.setenv("RAY_USAGE_STATS_ENABLED", "0")
         # Ray's default token authentication, which drivers joining by HOST:PORT must ask for
         # (README, "Joining a cluster"); the token is ~/.ray/auth_token, made if missing.
+        # Ray reads it when first imported: set before the import.
         patch.setenv("RAY_AUTH_MODE", "token")
+        from ray.cluster_utils import Cluster
+
         ray_cluster = Cluster(initialize_head=True, head_node_args={
             "num_cpus": 1, "object_store_memory": 100 * MB, "include_dashboard": False})
         try:
