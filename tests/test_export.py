@@ -356,6 +356,34 @@ def test_keep_aspect_export_runs_each_photo_at_its_own_shape(tmp_path):
     assert evaluate(OnnxModel(spec), pairs, batch_size=4).results()["maxF"] > 0
 
 
+def test_aspect_crops_benchmark_scores_the_same_weights_kept_and_stretched(tmp_path, capsys):
+    bench = _bench("aspect_crops")
+    mask = np.zeros((50, 100), np.uint8)
+    mask[30:40, 80:96] = 255  # centre (87.5, 34.5): the strips follow it, inside the photo
+    assert bench.strip_boxes(mask, 3) == {"wide": (0, 17, 100, 50), "tall": (79, 0, 96, 50)}
+    # a 10:1 photo has no 5:1 wide strip; no foreground: centred on the photo
+    assert bench.strip_boxes(np.zeros((10, 100), np.uint8), 5) == {"tall": (49, 0, 51, 10)}
+    root = make_shapes_dataset(tmp_path / "d", n=8, size=48)
+    ckpt, _, _ = _checkpoint(tmp_path, "litefpn")
+    export_onnx(ckpt, tmp_path / "k.onnx", keep_aspect=True)
+    assert bench.main([str(tmp_path / "k.onnx"), "--data", str(root), "--split", "train", "--ratio", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "| strip | strips | keep maxF | keep wF | keep MAE | stretch maxF | stretch wF | stretch MAE |" in out
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in out.splitlines() if line.startswith("| wide") or line.startswith("| tall")}
+    assert set(rows) == {"wide 3:1", "tall 1:3"}
+    for cells in rows.values():
+        assert 0 < int(cells[0]) <= 8
+        assert cells[1:4] != cells[4:7]  # the same weights at two input shapes: different masks
+    export_onnx(ckpt, tmp_path / "s.onnx")  # a fixed-size graph can only be stretched
+    assert bench.main([str(tmp_path / "s.onnx"), "--data", str(root), "--split", "train", "--ratio", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "stretch maxF" in out and "keep maxF" not in out and "| wide 2:1 |" in out
+    with pytest.raises(SystemExit):
+        bench.main([str(tmp_path / "s.onnx"), "--data", str(root), "--ratio", "0.5"])
+    assert "each ratio must be 1 or more" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("size, expected", [
     ((640, 480), (352, 480)), ((480, 640), (480, 352)), ((854, 480), (320, 544)), ((416, 416), (416, 416)),
     ((1, 1), (416, 416)), ((4000, 10), (32, 5408)), ((10, 4000), (5408, 32)), ((100000, 1), (32, 5408)),
