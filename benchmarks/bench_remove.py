@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from _photos import first_photos
     from cleancut import Remover
     from cleancut.io import encode_image, load_image
-    from cleancut.pipeline import options_from_mapping
+    from cleancut.options import options_from_mapping
 
     paths = first_photos(args.folder, args.limit)
     options = options_from_mapping(dict(o.split("=", 1) for o in args.option))

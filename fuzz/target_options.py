@@ -1,4 +1,4 @@
-"""Fuzz target ``options``: :class:`cleancut.pipeline.RemoveOptions` from what users type.
+"""Fuzz target ``options``: :class:`cleancut.options.RemoveOptions` from what users type.
 
 The first byte picks the front end, the rest is UTF-8 text:
 
@@ -6,7 +6,7 @@ The first byte picks the front end, the rest is UTF-8 text:
 * 1: a JSON object, the typed values a Python or JSON caller passes (numbers of any size, lists,
   ``null``, nested objects ...);
 * 2: a command line, one argument per line, through the parser ``cleancut remove`` builds;
-* 3: a colour, through :func:`~cleancut.pipeline.parse_color`.
+* 3: a colour, through :func:`~cleancut.options.parse_color`.
 
 Properties: the only exception is ``ConfigError`` (a command line may also be refused by
 argparse with a usage message); options that are accepted survive the round trips value -> JSON
@@ -41,7 +41,8 @@ def prepare() -> None:
     """Import everything the target runs (inside atheris' instrumentation when fuzzing)."""
     from PIL import ImageColor  # noqa: F401
 
-    import cleancut.pipeline  # noqa: F401
+    import cleancut.cli._options  # noqa: F401
+    import cleancut.options  # noqa: F401
 
 
 def _case(front_end: str, text: str) -> bytes:
@@ -72,7 +73,7 @@ def seeds() -> dict[str, bytes]:
 
 def check(data: bytes) -> None:
     from cleancut.errors import ConfigError
-    from cleancut.pipeline import options_from_mapping, parse_color
+    from cleancut.options import options_from_mapping, parse_color
 
     if not data:
         return
@@ -104,7 +105,7 @@ def check(data: bytes) -> None:
 
 
 def _from_command_line(argv: list[str]):
-    from cleancut.pipeline import add_options_to_parser, options_from_namespace
+    from cleancut.cli._options import add_options_to_parser, options_from_namespace
 
     parser = _Parser(prog="cleancut remove", add_help=False)
     add_options_to_parser(parser)
@@ -117,7 +118,7 @@ def _from_command_line(argv: list[str]):
 
 def check_round_trips(options) -> None:
     """Accepted options read back equal from their JSON values and from their text."""
-    from cleancut.pipeline import option_info, options_from_mapping
+    from cleancut.options import option_info, options_from_mapping
 
     as_json = json.loads(json.dumps(options.to_mapping()))
     if options_from_mapping(as_json) != options:

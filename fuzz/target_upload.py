@@ -51,7 +51,7 @@ class Server:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
         from tiny_model import write_tiny_model
 
-        from cleancut.pipeline import RemoveOptions
+        from cleancut.options import RemoveOptions
         from cleancut.server import ServerSettings, create_app
 
         self.folder = Path(tempfile.mkdtemp(prefix="cleancut-fuzz-upload-"))

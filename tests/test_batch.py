@@ -32,7 +32,7 @@ from cleancut.batch.worker import process_one
 from cleancut.cli import main
 from cleancut.errors import ConfigError
 from cleancut.jobs import plan_jobs
-from cleancut.pipeline import RemoveOptions
+from cleancut.options import RemoveOptions
 from tiny_model import BAD_IMAGES, write_bad_images
 
 SIZE = (64, 48)
@@ -290,7 +290,7 @@ def test_invalid_options_and_unreachable_cluster_are_one_line_errors(batch, bad_
 
 
 def test_help_offers_every_request_option_and_the_cluster_flags(capsys):
-    from cleancut.pipeline import option_info
+    from cleancut.options import option_info
 
     with pytest.raises(SystemExit) as exit_info:
         main(["batch", "--help"])

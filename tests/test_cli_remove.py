@@ -262,7 +262,7 @@ def test_output_that_is_an_existing_plain_file_is_refused(run, photos, tmp_path)
 
 
 def test_help_lists_every_generated_flag(capsys):
-    from cleancut.pipeline import option_info
+    from cleancut.options import option_info
 
     with pytest.raises(SystemExit) as exit_info:
         main(["remove", "--help"])

@@ -28,8 +28,9 @@ from hypothesis import strategies as st  # noqa: E402
 from hypothesis.extra import numpy as hnp  # noqa: E402
 
 from cleancut.errors import ConfigError, ImageError  # noqa: E402
-from cleancut.pipeline import (MODES, RemoveOptions, add_options_to_parser, option_info,  # noqa: E402
-                               options_from_mapping, options_from_namespace, parse_color, process)
+from cleancut.cli._options import add_options_to_parser, options_from_namespace  # noqa: E402
+from cleancut.options import MODES, RemoveOptions, option_info, options_from_mapping, parse_color  # noqa: E402
+from cleancut.pipeline import process  # noqa: E402
 
 INFOS = {i.name: i for i in option_info()}
 NULL_WORDS = ("", "none", "null")

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from cleancut import refine
-from cleancut.pipeline import RemoveOptions, process
+from cleancut.options import RemoveOptions
+from cleancut.pipeline import process
 
 SIZE = (64, 48)  # square_image puts the rectangle at x 16..48, y 12..36
 

@@ -9,15 +9,8 @@ from dataclasses import fields
 import pytest
 
 from cleancut.errors import ConfigError
-from cleancut.pipeline import (
-    RemoveOptions,
-    add_options_to_parser,
-    option_info,
-    options_from_mapping,
-    options_from_namespace,
-    options_markdown,
-    parse_color,
-)
+from cleancut.cli._options import add_options_to_parser, options_from_namespace
+from cleancut.options import RemoveOptions, option_info, options_from_mapping, options_markdown, parse_color
 
 
 def test_every_field_has_complete_metadata():

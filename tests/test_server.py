@@ -26,7 +26,7 @@ pytest.importorskip("httpx", reason="httpx is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from cleancut import Remover  # noqa: E402
-from cleancut.pipeline import RemoveOptions, option_info  # noqa: E402
+from cleancut.options import RemoveOptions, option_info  # noqa: E402
 from cleancut.server import ServerSettings, create_app  # noqa: E402
 from cleancut.server.options import api_help  # noqa: E402
 from serving import free_port, wait_healthy  # noqa: E402

@@ -25,7 +25,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "RemoveOptions":
-        from .pipeline import RemoveOptions
+        from .options import RemoveOptions
 
         return RemoveOptions
     if name in ("remove_video", "iter_video"):

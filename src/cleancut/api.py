@@ -29,7 +29,8 @@ from PIL import Image
 from . import io as cio
 from .errors import ConfigError
 from .models import DEFAULT_MODEL, ModelSpec, get_model
-from .pipeline import RemoveOptions, options_from_mapping, process
+from .options import RemoveOptions, options_from_mapping
+from .pipeline import process
 
 __all__ = ["remove", "Remover"]
 
@@ -166,7 +167,7 @@ def remove(image: cio.ImageSource, options: RemoveOptions | None = None, **overr
 
     ``cleancut.remove("photo.jpg")`` -> PIL RGBA; ``cleancut.remove(data_bytes)`` -> PNG bytes;
     ``cleancut.remove(array, mode="mask")`` -> uint8 HxW array. Options are
-    :class:`~cleancut.pipeline.RemoveOptions` fields, e.g. ``bg_color="white"``, ``crop=True``,
+    :class:`~cleancut.options.RemoveOptions` fields, e.g. ``bg_color="white"``, ``crop=True``,
     ``model="path/to/model.onnx"``.
     """
     opts = options_from_mapping(overrides, base=options) if overrides else (options or RemoveOptions())

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import RemoveOptions
+    from .options import RemoveOptions
 
 WHITE = (255, 255, 255, 255)
 CROP_LEVEL = 0.05  # alpha above which a pixel belongs to the subject's bounding box

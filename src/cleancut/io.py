@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError, ImageTooLargeError
-from .pipeline import DEFAULT_MAX_PIXELS, FORMATS
+from .options import DEFAULT_MAX_PIXELS, FORMATS
 
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, Image.Image, np.ndarray]
 

@@ -22,7 +22,7 @@ from ._deps import require
 from .preprocess import resize_alpha
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .pipeline import RemoveOptions
+    from .options import RemoveOptions
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from ..errors import CleancutError
 from ..io import FORMAT_SUFFIX, temp_name_target
-from ..pipeline import RemoveOptions
+from ..options import RemoveOptions
 from . import cluster, manifest, storage
 from .plan import make_plan
 

@@ -20,7 +20,7 @@ import pyarrow as pa
 from .. import io as cio
 from ..errors import CleancutError
 from ..jobs import failure_message
-from ..pipeline import RemoveOptions, options_from_mapping
+from ..options import RemoveOptions, options_from_mapping
 from . import manifest, storage
 
 

@@ -17,7 +17,7 @@ import time
 
 from ..errors import ConfigError
 from ..jobs import summary_line
-from ..pipeline import add_options_to_parser, options_from_namespace
+from ._options import add_options_to_parser, options_from_namespace
 
 EPILOG = """examples:
   cleancut batch photos/ -o cutouts/                    # a private Ray on this machine's cores

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import CleancutError, ConfigError
 from ..jobs import LOCAL, Job, failure_message, plan_jobs, summary_line
-from ..pipeline import add_options_to_parser, options_from_namespace
+from ._options import add_options_to_parser, options_from_namespace
 from ._notes import notes_to
 
 EPILOG = """examples:

@@ -1,7 +1,7 @@
 """``cleancut serve``: background removal over HTTP (JSON API, OpenAPI docs, web page).
 
 The model, ONNX Runtime settings and the pixel cap are the operator-scope options of
-:class:`~cleancut.pipeline.RemoveOptions` (their flags are generated from its metadata); the
+:class:`~cleancut.options.RemoveOptions` (their flags are generated from its metadata); the
 flags below configure the server itself.
 """
 
@@ -14,7 +14,7 @@ import sys
 from typing import Iterator
 
 from ..errors import ConfigError
-from ..pipeline import add_options_to_parser, options_from_namespace
+from ._options import add_options_to_parser, options_from_namespace
 
 EPILOG = """examples:
   cleancut serve                                   # the bundled model on http://127.0.0.1:8000

@@ -12,7 +12,7 @@ import argparse
 import sys
 import warnings
 
-from ..pipeline import add_options_to_parser, options_from_namespace
+from ._options import add_options_to_parser, options_from_namespace
 
 EPILOG = """examples:
   cleancut video clip.mp4 -o clip.webm                    # transparent VP9 WebM

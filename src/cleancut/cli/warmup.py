@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..pipeline import add_options_to_parser, options_from_namespace
+from ._options import add_options_to_parser, options_from_namespace
 from ._notes import notes_to
 
 STEPS = {"session": "load the model (ONNX Runtime session)", "inference": "first inference",

@@ -44,7 +44,7 @@ from .. import io as cio
 from ..api import Remover
 from ..errors import (CleancutError, ConfigError, ImageError, ImageTooLargeError, MissingDependencyError,
                       ModelError)
-from ..pipeline import RemoveOptions, options_from_mapping
+from ..options import RemoveOptions, options_from_mapping
 from .errors import ApiError
 from .options import api_text, describe, form_schema, query_dependency, request_options
 from .settings import ServerSettings

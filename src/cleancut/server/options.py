@@ -1,14 +1,14 @@
-"""The request parameters of ``POST /api/remove``, generated from :func:`cleancut.pipeline.option_info`.
+"""The request parameters of ``POST /api/remove``, generated from :func:`cleancut.options.option_info`.
 
 Nothing here names an option: every request-scope option of
-:class:`~cleancut.pipeline.RemoveOptions` becomes
+:class:`~cleancut.options.RemoveOptions` becomes
 
 * a query parameter, through a FastAPI dependency whose signature is built from the metadata
   (so ``/docs`` shows each option's help, type, bounds, default and enum), and
 * a form field of the multipart body (its schema is generated from the same metadata).
 
 Values travel as text and are converted and validated by ``RemoveOptions`` itself (through
-:func:`~cleancut.pipeline.options_from_mapping`), exactly like the command line's, so the
+:func:`~cleancut.options.options_from_mapping`), exactly like the command line's, so the
 server accepts what the CLI accepts (``jpg``, ``colour``, ``none`` ...) with the same messages.
 Operator-scope options are never request parameters; path-kind options (``bg_image``) are file
 uploads, never a client-given path.
@@ -25,7 +25,7 @@ from fastapi import Query, Request
 from pydantic import WithJsonSchema
 
 from ..errors import ConfigError
-from ..pipeline import OptionInfo, option_info
+from ..options import OptionInfo, option_info
 
 _JSON_TYPES = {"bool": "boolean", "int": "integer", "float": "number"}
 _FLAG = re.compile(r"--([a-z][a-z-]*)")

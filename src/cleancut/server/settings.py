@@ -1,7 +1,7 @@
 """Configuration of ``cleancut serve``: what the operator decides, never a request.
 
 The model, ONNX Runtime providers/threads and the pixel cap are the operator-scope options of
-:class:`~cleancut.pipeline.RemoveOptions` (defined there, once); this module only adds what is
+:class:`~cleancut.options.RemoveOptions` (defined there, once); this module only adds what is
 specific to serving: the worker pool, the request queue, the upload size limit, the start-up
 warm-up and the origins allowed to call the API from a browser (CORS).
 """
@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
-from ..pipeline import RemoveOptions
+from ..options import RemoveOptions
 
 MIB = 1024 * 1024
 DEFAULT_WORKERS = 2

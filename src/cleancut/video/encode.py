@@ -39,7 +39,7 @@ from .decode import VideoSource, import_av, reason, yuv_matrix
 if TYPE_CHECKING:  # pragma: no cover
     from PIL import Image
 
-    from ..pipeline import RemoveOptions
+    from ..options import RemoveOptions
     from .decode import Frame
 
 log = logging.getLogger(__name__)

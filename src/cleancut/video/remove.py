@@ -1,7 +1,7 @@
 """Removing the background of a whole clip: :func:`remove_video` and :func:`iter_video`.
 
 Every frame goes through the photo path: inference by a :class:`~cleancut.api.Remover`
-(``predict_mask``), the same :class:`~cleancut.pipeline.RemoveOptions`, and
+(``predict_mask``), the same :class:`~cleancut.options.RemoveOptions`, and
 :func:`~cleancut.pipeline.process` to compose the output. Between inference and composition the
 matte is smoothed over time (:mod:`cleancut.video.smooth`: a motion-gated average over the
 neighbouring frames), unless ``smooth=False``.
@@ -26,7 +26,8 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import ConfigError, VideoTruncatedError
-from ..pipeline import RemoveOptions, options_from_mapping, process
+from ..options import RemoveOptions, options_from_mapping
+from ..pipeline import process
 from ._threads import in_background
 from .decode import VideoSource, VideoWarning
 from .encode import FOLDER, check_options, folder_state, make_writer, output_kind
@@ -102,7 +103,7 @@ def iter_video(src: str | os.PathLike, options: RemoveOptions | None = None, *,
     transparency); ``alpha`` is the subject's matte, float32 ``HxW`` in [0, 1]: the model's
     output, smoothed over time (``smooth=False`` turns that off), then post-processed as the
     options ask (``threshold``, ``feather``, ``remove_islands``, ``fill_holes``,
-    ``alpha_matting``). Options are :class:`~cleancut.pipeline.RemoveOptions` fields.
+    ``alpha_matting``). Options are :class:`~cleancut.options.RemoveOptions` fields.
 
     Decoding and inference run in background threads, a couple of frames ahead. A truncated
     input yields what could be decoded, then raises :class:`~cleancut.errors.VideoTruncatedError`.
@@ -127,7 +128,7 @@ def remove_video(src: str | os.PathLike, dst: str | os.PathLike, options: Remove
     """Remove the background of every frame of ``src`` and write ``dst``; what ``cleancut video``
     does. The suffix of ``dst`` picks the output (``.webm``, ``.mov``, ``.mp4``, or a folder of
     frames; see :mod:`cleancut.video.encode`). Options are
-    :class:`~cleancut.pipeline.RemoveOptions` fields, applied to every frame; ``crop`` is refused
+    :class:`~cleancut.options.RemoveOptions` fields, applied to every frame; ``crop`` is refused
     (it would change the frame size).
 
     An existing ``dst`` is left alone (``skipped`` in the result) unless ``overwrite``; ``dst``
