@@ -14,11 +14,17 @@ from cleancut.train.adversarial import (  # noqa: E402
     AdversarialTraining, PatchDiscriminator, boundary_f, boundary_iou, inner_band)
 from cleancut.train.checkpoint import load  # noqa: E402
 from cleancut.train.config import load_config  # noqa: E402
-from cleancut.train.loop import Trainer  # noqa: E402
+from cleancut.train.loop import Trainer as _Trainer  # noqa: E402
+from cleancut.train.methods import plugins_for  # noqa: E402
 from cleancut.train.synthetic import make_shapes_dataset  # noqa: E402
 
 TINY = ["data.size=48", "data.num_workers=0", "train.batch_size=8", "train.precision=fp32", "train.threads=1",
         "train.early_stopping=null", "model.arch=unet", "model.kwargs={width: 4, depth: 2, dropout: 0.0}"]
+
+
+def Trainer(config, out, **kwargs):  # noqa: N802
+    """A Trainer with the plugins its config asks for, as ``cleancut train`` builds it."""
+    return _Trainer(config, out, plugins=plugins_for(config), **kwargs)
 
 
 @pytest.fixture(scope="module")

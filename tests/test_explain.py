@@ -66,7 +66,8 @@ def test_uncertainty_needs_no_torch(tiny_model, tmp_path):
 import sys, numpy as np
 sys.modules['torch'] = None  # any 'import torch' now fails
 from cleancut import Remover
-from cleancut.explain import tta_uncertainty, explain
+from cleancut.explain import tta_uncertainty
+from cleancut.cli._explain_figure import explain
 img = np.zeros((40, 50, 3), np.uint8); img[10:30, 15:35] = 255
 mean, std = tta_uncertainty(Remover(model={str(tiny_model)!r}).predict_mask, img)
 assert mean.shape == (40, 50) and std.shape == (40, 50)

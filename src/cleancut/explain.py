@@ -9,14 +9,13 @@ reflection, so the subject is smaller in the network's fixed-size input) and zoo
 tiles, so it is larger). Each prediction is mapped back onto the photo's pixels; where the views
 agree the standard deviation is ~0, where they disagree (usually along the subject's edge, thin
 structures, parts that might or might not belong to the subject) it is large. ``cleancut explain``
-(:func:`explain`) draws these maps, plus Grad-CAM and Monte-Carlo dropout for a training checkpoint
-(:mod:`cleancut.train.explain`, torch); for an exported ONNX model or a registered name it needs no
-torch.
+(:mod:`cleancut.cli.explain`) draws these maps, plus Grad-CAM and Monte-Carlo dropout for a training
+checkpoint (:mod:`cleancut.train.explain`, torch); for an exported ONNX model or a registered name it
+needs no torch.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -120,85 +119,3 @@ def uncertainty_summary(mean: np.ndarray, std: np.ndarray, band: np.ndarray | No
     fg = float((np.asarray(mean) >= 0.5).sum())
     return {"band_fraction": float(band.mean()), "band_per_foreground": float(band.sum() / fg) if fg else float("inf"),
             "mean_std": float(np.mean(std)), "p99_std": float(np.percentile(std, 99))}
-
-
-# -- the figure of ``cleancut explain`` --------------------------------------------------------------
-
-def _onnx_predict_fn(model: str):
-    from .api import Remover
-
-    remover = Remover(model=model)
-    return remover.predict_mask, remover.spec.name
-
-
-def explain(image: str | Path, model: str, out: str | Path | None = None, mc: int = 16, flips: bool = True,
-            scales=(0.8, 1.0, 1.25), layer: str | None = None) -> dict:
-    """Write the figure (default ``<image stem>.explain.png`` beside the photo); return the maps' summary."""
-    from .io import flatten, load_image
-
-    rgb = np.asarray(flatten(load_image(str(image))))
-    p = Path(model)
-    is_ckpt = p.suffix == ".pt" or (p.is_dir() and (p / "checkpoints").is_dir())
-    if is_ckpt:
-        from .train.explain import Explainer
-
-        ex = Explainer(model, layer)
-        predict_fn, name = ex.predict, f"{ex.cfg.model.arch} ({model})"
-    else:
-        ex, (predict_fn, name) = None, _onnx_predict_fn(model)
-    prob = predict_fn(rgb)
-    mean, std = tta_uncertainty(predict_fn, rgb, flips=flips, scales=scales)
-    band = uncertain_band(mean, std)
-    mc_maps = ex.mc_dropout(rgb, mc) if ex is not None else None
-    cam = ex.grad_cam(rgb) if ex is not None else None
-    out = Path(out) if out else Path(image).with_name(Path(image).stem + ".explain.png")
-    summary = {"model": name, "image": str(image), "figure": str(out), **uncertainty_summary(mean, std, band),
-               "mc_mean_std": float(mc_maps[1].mean()) if mc_maps else None,
-               "gradcam_layer": ex.layer if ex is not None else None,
-               "gradcam_in_foreground": float((cam * (prob >= 0.5)).sum() / max(cam.sum(), 1e-9)) if cam is not None else None}
-    plot_explanation(rgb, prob, std, mc_maps, band, cam, out, summary, n_views=len(scales) * (2 if flips else 1))
-    return summary
-
-
-def plot_explanation(rgb, prob, tta_std, mc_maps, band, cam, path: Path, summary: dict, n_views: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 3, figsize=(13, 8.6 * rgb.shape[0] / rgb.shape[1] + 0.6))
-    ax = axes.ravel()
-    ax[0].imshow(rgb)
-    ax[0].set_title("photo")
-    im = ax[1].imshow(prob, cmap="gray", vmin=0, vmax=1)
-    ax[1].contour(prob, levels=[0.5], colors="tab:red", linewidths=0.8)
-    ax[1].set_title("probability (red: 0.5)")
-    fig.colorbar(im, ax=ax[1], fraction=0.046)
-    vmax = max(0.05, float(np.percentile(tta_std, 99.5)))
-    im = ax[2].imshow(tta_std, cmap="magma", vmin=0, vmax=vmax)
-    ax[2].set_title(f"TTA uncertainty (std of {n_views} flips/zooms)")
-    fig.colorbar(im, ax=ax[2], fraction=0.046)
-    if mc_maps is not None:
-        im = ax[3].imshow(mc_maps[1], cmap="magma", vmin=0, vmax=max(0.02, float(np.percentile(mc_maps[1], 99.5))))
-        ax[3].set_title("MC-dropout uncertainty (std)")
-        fig.colorbar(im, ax=ax[3], fraction=0.046)
-    else:
-        ax[3].text(0.5, 0.5, "MC dropout: n/a\n(needs a torch checkpoint with dropout)", ha="center", va="center")
-    overlay = rgb.astype(np.float32) / 255 * 0.55
-    overlay[band] = overlay[band] * 0.3 + np.array([1.0, 0.2, 0.1]) * 0.7
-    ax[4].imshow(np.clip(overlay, 0, 1))
-    ax[4].set_title(f"uncertain band: {summary['band_fraction']:.1%} of the photo")
-    if cam is not None:
-        ax[5].imshow(rgb)
-        ax[5].imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-        ax[5].set_title(f"Grad-CAM at {summary['gradcam_layer']} ({summary['gradcam_in_foreground']:.0%} on the subject)")
-    else:
-        ax[5].text(0.5, 0.5, "Grad-CAM: n/a\n(needs a torch checkpoint)", ha="center", va="center")
-    for a in ax:
-        a.set_xticks([])
-        a.set_yticks([])
-        a.title.set_fontsize(9)
-    fig.suptitle(f"{Path(summary['image']).name} - {summary['model']}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)

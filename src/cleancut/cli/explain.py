@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if p.suffix == ".pt" or p.is_dir():
         require("torch", "explaining a training checkpoint")
     require("matplotlib", "the explanation figure")
-    from ..explain import explain
+    from ._explain_figure import explain
 
     try:
         s = explain(args.image, args.model, args.out, mc=args.mc, flips=not args.no_flip, scales=tuple(args.scales),

@@ -38,12 +38,13 @@ def run(args: argparse.Namespace) -> int:
     require("torch", "training")
     from ..train.config import load_config
     from ..train.loop import Trainer
+    from ..train.methods import plugins_for
 
     cfg = load_config(config, args.overrides)
     if args.adversarial and cfg.adversarial.weight <= 0:
         cfg.adversarial.weight = DEFAULT_ADV_WEIGHT
     out = args.out or str(Path("runs") / cfg.name)
-    trainer = Trainer(cfg, out, resume=args.resume, init=args.init)
+    trainer = Trainer(cfg, out, resume=args.resume, init=args.init, plugins=plugins_for(cfg))
     if getattr(trainer, "init_report", None):
         print(trainer.init_report, file=sys.stderr)
     summary = trainer.fit()

@@ -33,7 +33,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from .config import AdversarialConfig
 from .losses import main_output
-from .loop import Plugin
+from .plugin import Plugin
 
 
 class PatchDiscriminator(nn.Module):
@@ -83,7 +83,7 @@ def discriminator_gan_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor,
 
 
 class AdversarialTraining(Plugin):
-    """The :class:`~cleancut.train.loop.Plugin` that adds the discriminator to a :class:`Trainer`."""
+    """The :class:`~cleancut.train.plugin.Plugin` that adds the discriminator to a :class:`Trainer`."""
 
     name = "adversarial"
 

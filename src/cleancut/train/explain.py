@@ -8,7 +8,7 @@ the gradient of the summed foreground logit (over the pixels predicted foregroun
 late encoder feature map, averaged per channel, weights that feature map; its positive part shows
 which regions drove the "this is the subject" decision.
 
-:func:`cleancut.explain.explain` draws the figure (torch-free for exported models).
+`cleancut explain` (:mod:`cleancut.cli.explain`) draws the figure (torch-free for exported models).
 """
 
 from __future__ import annotations

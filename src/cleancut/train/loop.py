@@ -36,6 +36,7 @@ from .checkpoint import atomic_save, load, rng_state, set_rng_state
 from .config import Config
 from .data import SegDataset
 from .losses import SegLoss, main_output
+from .plugin import Plugin
 from .predict import TorchModel, spec_for
 
 
@@ -169,37 +170,6 @@ def select_data(cfg: Config):
     return train_pairs, val
 
 
-class Plugin:
-    """A method plugged into :class:`Trainer` (adversarial training, Optuna pruning...) without
-    forking the loop. Every hook is optional; ``state_dict`` goes into the checkpoints (under
-    ``plugins/<name>``) so that ``--resume`` restores it exactly."""
-
-    name = "plugin"
-
-    def setup(self, trainer: "Trainer") -> None:
-        """Called once in ``Trainer.__init__``, after the model is built and before a resume."""
-
-    def loss(self, trainer: "Trainer", images, targets, outputs):
-        """A term added to the segmenter's loss of this step (or None)."""
-        return None
-
-    def after_step(self, trainer: "Trainer", images, targets, outputs) -> None:
-        """Called after the segmenter's optimiser step (e.g. to train a discriminator)."""
-
-    def epoch_metrics(self, trainer: "Trainer") -> dict[str, float]:
-        """Figures merged into the epoch's log row (this process's values)."""
-        return {}
-
-    def epoch_end(self, trainer: "Trainer", row: dict) -> None:
-        """Called after the epoch is validated, logged and checkpointed; may raise to stop the run."""
-
-    def state_dict(self) -> dict | None:
-        return None
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
 class Trainer:
     """Owns one run. Hooks (``extra_loss``, ``plugins``) let other methods (adversarial training...) plug in."""
 
@@ -262,10 +232,9 @@ class Trainer:
         self.history: list[dict] = []
         self.extra_loss = None  # callable(images, targets, outputs) -> loss tensor, for plug-in methods
         self.plugins: list[Plugin] = list(plugins or [])
-        if cfg.adversarial.weight > 0:
-            from .adversarial import AdversarialTraining
-
-            self.plugins.append(AdversarialTraining(cfg.adversarial))
+        if cfg.adversarial.weight > 0 and not any(p.name == "adversarial" for p in self.plugins):
+            raise ConfigError("adversarial.weight > 0 needs the adversarial plugin: build the Trainer with "
+                              "plugins=cleancut.train.methods.plugins_for(cfg) (cleancut train does)")
         for plugin in self.plugins:
             plugin.setup(self)
         if resume:

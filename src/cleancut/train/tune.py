@@ -33,7 +33,9 @@ from typing import Any
 from ..errors import CleancutError, ConfigError
 from ..metrics import HIGHER_IS_BETTER
 from .config import load_config, read_yaml
-from .loop import Plugin, Trainer
+from .loop import Trainer
+from .methods import plugins_for
+from .plugin import Plugin
 
 TYPES = ("float", "int", "categorical")
 
@@ -216,7 +218,7 @@ def run_study(space: dict[str, dict[str, Any]] | str | Path | None, config: str 
             run_dir = out / f"trial-{trial.number:03d}"
             trial.set_user_attr("run", str(run_dir))
             print(f"trial {trial.number}: {params} -> {run_dir}", file=sys.stderr)
-            trainer = Trainer(cfg, run_dir, plugins=[OptunaReport(trial)])
+            trainer = Trainer(cfg, run_dir, plugins=[*plugins_for(cfg), OptunaReport(trial)])
             trainer.fit()
             if trainer.best is None:
                 raise ConfigError("the trial has no validation metric: give data.val_splits")
