@@ -22,8 +22,9 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from .errors import DatasetError
+from .io import IMAGE_SUFFIXES
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+IMAGE_EXTS = IMAGE_SUFFIXES  # the photos of a dataset are any image cleancut reads (cleancut.io)
 MASK_EXTS = (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg")
 _MAX_LISTED = 20
 

@@ -57,9 +57,7 @@ def find_photos(sources: Iterable[str | os.PathLike]) -> list[tuple[Path, str]]:
         if p.is_file():
             found.append((p, p.stem))
         elif p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in cio.IMAGE_SUFFIXES and not f.name.startswith("."):
-                    found.append((f, "__".join(f.relative_to(p).with_suffix("").parts)))
+            found += [(f, "__".join(f.relative_to(p).with_suffix("").parts)) for f in cio.find_images(p)]
         else:
             raise ConfigError(f"distill: {src} is neither a photo nor a folder")
     stems: dict[str, int] = {}

@@ -57,6 +57,21 @@ class ColorProfileWarning(UserWarning):
     """An embedded ICC colour profile cannot be applied; the pixels are used as they are."""
 
 
+def find_images(folder: str | os.PathLike, skip_dirs: tuple[str, ...] = ()) -> list[Path]:
+    """Every image below ``folder`` (recursive, sorted): files with a suffix of
+    :data:`IMAGE_SUFFIXES`; hidden files and folders, and folders named in ``skip_dirs``, skipped.
+    The one folder scanner of distillation, datasets, training and pre-training."""
+    root = Path(folder)
+    found = []
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts
+        if any(p.startswith(".") for p in parts) or any(p in skip_dirs for p in parts[:-1]):
+            continue
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            found.append(path)
+    return found
+
+
 def describe_source(source: Any) -> str:
     """A short name for messages: the path, the file object's name, or the kind of object."""
     if isinstance(source, (str, os.PathLike)):

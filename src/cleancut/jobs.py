@@ -1,5 +1,6 @@
-"""From command-line inputs to (source, target) jobs: the rules ``cleancut remove`` and
-``cleancut batch`` share, and the summary line both print.
+"""From command-line inputs to (source, target) jobs, and one job run: the rules ``cleancut
+remove`` and ``cleancut batch`` share, :func:`run_one` (remove, encode, atomic write, failure
+classified) that both run for each image, and the summary line both print.
 
 * A folder is searched recursively for images (hidden files and folders, and files without an
   image suffix, are skipped); its sub-folders are mirrored under the output folder.
@@ -20,7 +21,9 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
-from dataclasses import dataclass
+import time
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, Callable, Iterable, Protocol
 
@@ -225,6 +228,75 @@ def plan_jobs(inputs: list[str], output: Path | None, ext: str) -> tuple[list[Jo
     as failure messages."""
     pairs, failures = expand_inputs(inputs, output, skip_cutouts=output is None)
     return assign_targets(pairs, output, ext), failures
+
+
+@dataclass
+class Result:
+    """What became of one job: ``error`` is None when ``target`` was written (``bytes`` long)."""
+
+    source: Any
+    target: Any
+    error: str | None = None
+    bytes: int = 0
+    ms: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def write_local(target: Any, data: bytes) -> None:
+    """Write an output file atomically, creating its folder."""
+    from .io import write_atomic
+
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(target, data)
+
+
+def run_one(remover: Any, options: Any, source: Any, target: Any, *, read: Callable[[Any], Any] = lambda s: s,
+            write: Callable[[Any, bytes], None] = write_local, capture_warnings: bool = False) -> Result:
+    """Remove the background of ``source`` into ``target``: the one path of every image job.
+
+    ``remover.remove(read(source), options)``, encoded in ``options.format`` / ``options.quality``,
+    then ``write(target, data)``, which must be atomic (the default writes a local file through a
+    temporary file and ``os.replace``). A bad image, an unreadable source or a failed write is
+    a :class:`Result` with an ``error`` message, never an exception; anything else (a bug, Ctrl-C)
+    propagates. ``capture_warnings`` records the warnings the job raised in ``Result.warnings``
+    (single-threaded callers only: :func:`warnings.catch_warnings` is process-wide)."""
+    from .errors import CleancutError
+    from .io import encode_image
+
+    result = Result(source, target)
+    started = time.perf_counter()
+    with warnings.catch_warnings(record=True) if capture_warnings else _no_capture() as caught:
+        if capture_warnings:
+            warnings.simplefilter("always")
+        try:
+            data = encode_image(remover.remove(read(source), options), options.format, options.quality)
+        except CleancutError as exc:
+            result.error = failure_message(source, exc)
+        except FileNotFoundError:  # a remote source that is not there (local ones raise ImageError)
+            result.error = f"{source}: no such file."
+        except OSError as exc:  # reading a remote source
+            result.error = f"{source}: cannot read the file ({exc.strerror or exc})."
+        else:
+            try:
+                write(target, data)
+                result.bytes = len(data)
+            except OSError as exc:  # disk full, permissions, a store refusing the upload ...
+                result.error = f"{source}: cannot write {target}: {exc.strerror or exc}"
+    result.warnings = [str(w.message) for w in caught or ()]
+    result.ms = (time.perf_counter() - started) * 1000.0
+    return result
+
+
+class _no_capture:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 def failure_message(source: Any, exc: BaseException) -> str:

@@ -11,43 +11,28 @@ options stop the job (in the constructor, before any image).
 
 from __future__ import annotations
 
-import time
-import warnings
 from typing import Any
 
 import pyarrow as pa
 
-from .. import io as cio
-from ..errors import CleancutError
-from ..jobs import failure_message
+from ..jobs import run_one
 from ..options import RemoveOptions, options_from_mapping
 from . import manifest, storage
 
 
 def process_one(remover: Any, options: RemoveOptions, source: str, output: str) -> dict:
-    """Cut out ``source`` into ``output``; returns its manifest row (without ``node``/``index``)."""
-    row: dict[str, Any] = {"source": source, "output": output, "status": "ok"}
-    started = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            data = cio.encode_image(remover.remove(storage.open_source(source), options),
-                                    options.format, options.quality)
-        except CleancutError as exc:
-            row.update(status="failed", error=failure_message(source, exc))
-        except FileNotFoundError:  # a remote source that is not there (local ones: ImageError)
-            row.update(status="failed", error=f"{source}: no such file.")
-        except OSError as exc:  # reading a remote source
-            row.update(status="failed", error=f"{source}: cannot read the file ({exc.strerror or exc}).")
-        else:
-            try:
-                storage.write_atomic(output, data)
-                row["bytes"] = len(data)
-            except OSError as exc:  # disk full, permissions, the store refusing the upload ...
-                row.update(status="failed", error=f"{source}: cannot write {output}: {exc.strerror or exc}")
-    if caught:
-        row["warning"] = " ".join(str(w.message) for w in caught)
-    row["ms"] = (time.perf_counter() - started) * 1000.0
+    """Cut out ``source`` into ``output`` (:func:`cleancut.jobs.run_one`, reading and writing
+    local paths or URIs); returns its manifest row (without ``node``/``index``)."""
+    result = run_one(remover, options, source, output, read=storage.open_source, write=storage.write_atomic,
+                     capture_warnings=True)
+    row: dict[str, Any] = {"source": source, "output": output, "status": "ok" if result.ok else "failed"}
+    if result.ok:
+        row["bytes"] = result.bytes
+    else:
+        row["error"] = result.error
+    if result.warnings:
+        row["warning"] = " ".join(result.warnings)
+    row["ms"] = result.ms
     return row
 
 

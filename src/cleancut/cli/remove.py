@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import CleancutError, ConfigError
-from ..jobs import LOCAL, Job, failure_message, plan_jobs, summary_line
+from ..jobs import LOCAL, Job, plan_jobs, run_one, summary_line
 from ._options import add_options_to_parser, options_from_namespace
 from ._notes import notes_to
 
@@ -143,8 +143,6 @@ def _run_jobs(jobs: list[Job], failures: list[str], remover, options, overwrite:
 
     from tqdm import tqdm
 
-    from .. import io as cio
-
     failed = list(failures)
     skipped = 0
     todo: list[Job] = []
@@ -175,24 +173,18 @@ def _run_jobs(jobs: list[Job], failures: list[str], remover, options, overwrite:
             if todo:
                 remover.load()  # a broken model fails once, here, not once per file
 
-                def work(job: Job) -> None:
-                    image = remover.remove(job.source, options)
-                    job.target.parent.mkdir(parents=True, exist_ok=True)
-                    cio.save_image(image, job.target, options.format, options.quality)
+                def work(job: Job):
+                    return run_one(remover, options, job.source, job.target)
 
                 with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-                    futures = {pool.submit(work, job): job for job in todo}
+                    futures = [pool.submit(work, job) for job in todo]
                     try:
                         for future in as_completed(futures):
-                            job = futures[future]
-                            try:
-                                future.result()
+                            result = future.result()
+                            if result.ok:
                                 written += 1
-                            except CleancutError as exc:
-                                failed.append(failure_message(job.source, exc))
-                                report(f"failed: {failed[-1]}")
-                            except OSError as exc:  # writing the output (disk full, permissions ...)
-                                failed.append(f"{job.source}: cannot write {job.target}: {exc.strerror or exc}")
+                            else:
+                                failed.append(result.error)
                                 report(f"failed: {failed[-1]}")
                             bar.update(1)
                     except BaseException:

@@ -15,8 +15,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .._deps import require
-from ..datasets import IMAGE_EXTS, Pair
+from ..datasets import Pair
 from ..errors import DatasetError
+from ..io import find_images
 from ..preprocess import normalise
 from .config import DataConfig
 
@@ -40,7 +41,7 @@ def list_backgrounds(folders: list[str]) -> list[Path]:
         p = Path(folder)
         if not p.is_dir():
             raise DatasetError(f"data.backgrounds: {p} is not a folder (expected a folder of background photos)")
-        out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+        out += find_images(p)
     return out
 
 

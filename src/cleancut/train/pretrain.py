@@ -32,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from ..datasets import IMAGE_EXTS
+from ..io import find_images
 from ..errors import ConfigError, DatasetError
 from ..preprocess import normalise
 from . import archs
@@ -54,8 +55,7 @@ def list_images(sources: list[str | Path]) -> list[Path]:
         elif p.is_dir():
             if (p / "im").is_dir() and (p / "gt").is_dir():
                 p = p / "im"
-            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS and f.is_file()
-                          and "gt" not in f.relative_to(p).parts[:-1])
+            out += find_images(p, skip_dirs=("gt",))
         else:
             raise DatasetError(f"--images {p}: not an image file or folder")
     if not out:
