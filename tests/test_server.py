@@ -249,8 +249,7 @@ def test_background_picture_upload(client, photo):
     # mode auto picks the picture when one is uploaded
     r = post_file(client, photo, files={"bg_image": ("bg.png", green, "image/png")})
     assert r.headers["x-cleancut-mode"] == "image"
-    tmpdir = client.app.state.cleancut.tmpdir
-    assert tmpdir.is_dir() and list(tmpdir.iterdir()) == []  # the temporary copy is removed
+    assert not hasattr(client.app.state.cleancut, "tmpdir")  # decoded in memory: no temporary copy
 
 
 def test_form_fields_and_query_parameters_are_the_same_options(client, photo):
@@ -539,7 +538,6 @@ def test_graceful_shutdown_finishes_in_flight_requests(tiny_model, photo):
     with ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(httpx.post, f"{base}/api/remove", content=photo, timeout=30)
         assert gate.entered.acquire(timeout=10)
-        tmpdir = state.tmpdir
         server.should_exit = True  # what SIGTERM does
         time.sleep(0.3)
         assert thread.is_alive()  # still waiting for the request in flight
@@ -549,7 +547,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(tiny_model, photo):
     subject_ok(Image.open(io.BytesIO(r.content)))
     thread.join(20)
     assert not thread.is_alive()
-    assert state.pool is None and not tmpdir.exists()  # pool drained, temporary folder removed
+    assert state.pool is None  # pool drained
 
 
 def test_stopping_drains_the_worker_pool(tiny_model):
@@ -566,7 +564,7 @@ def test_stopping_drains_the_worker_pool(tiny_model):
     release.set()
     stopper.join(10)
     assert not stopper.is_alive() and finished == [0, 1, 2] and all(j.done() for j in jobs)
-    assert state.pool is None and state.tmpdir is None
+    assert state.pool is None
 
 
 def test_importing_the_server_creates_nothing():

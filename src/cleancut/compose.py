@@ -88,11 +88,19 @@ def _read_background(path: str, mtime_ns: int, max_pixels: int) -> Image.Image:
     return _decode_background(path, max_pixels)
 
 
-def load_background(path: str | os.PathLike, max_pixels: int) -> Image.Image:
-    """The background picture as RGB (transparency flattened over white). Pictures up to 8 MP are
-    cached per path and modification time (a batch reuses one background); larger ones are decoded
-    each time so the cache never holds much memory."""
+def load_background(path: str | os.PathLike | Image.Image, max_pixels: int) -> Image.Image:
+    """The background picture as RGB (transparency flattened over white), from a file or an image
+    in memory. Files up to 8 MP are cached per path and modification time (a batch reuses one
+    background); larger ones are decoded each time so the cache never holds much memory."""
     from .errors import ImageError
+
+    if isinstance(path, Image.Image):
+        from .io import flatten, to_rgb_or_rgba
+
+        if path.width * path.height > max_pixels:
+            raise ImageError(f"background image: {path.width}x{path.height} pixels is above the limit of "
+                             f"{max_pixels} pixels.")
+        return flatten(to_rgb_or_rgba(path))
 
     try:
         mtime = os.stat(path).st_mtime_ns

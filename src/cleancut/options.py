@@ -83,8 +83,9 @@ class RemoveOptions:
     bg_color: tuple[int, int, int, int] | None = _option(
         None, "background colour for mode color: a name (white), #rrggbb[aa], or R,G,B[,A] "
         "(default white when mode is color)", "color", group="output", metavar="COLOR")
-    bg_image: str | None = _option(
-        None, "background picture for mode image, scaled to cover the photo and centred",
+    bg_image: Any = _option(
+        None, "background picture for mode image (a file, or in Python a PIL image), scaled to cover the "
+              "photo and centred",
         "path", group="output", metavar="PATH")
     blur_radius: float = _option(
         20.0, "Gaussian blur radius in pixels of the background for mode blur", "float",
@@ -320,8 +321,10 @@ def _convert(info: OptionInfo, value: Any) -> Any:
     if kind == "color":
         return parse_color(value, info)
     if kind == "path":
+        if _is_pil_image(value):  # an image already in memory (e.g. an HTTP upload): no file needed
+            return value
         if not isinstance(value, (str, os.PathLike)) or not str(value).strip() or "\0" in str(value):
-            raise _invalid(info, "a file path", value)
+            raise _invalid(info, "a file path or a PIL image", value)
         return os.fspath(value)
     if kind == "list":
         items = value.split(",") if isinstance(value, str) else value
@@ -333,6 +336,15 @@ def _convert(info: OptionInfo, value: Any) -> Any:
     if not isinstance(value, (str, os.PathLike)) or "\0" in str(value):  # no file name holds a NUL
         raise _invalid(info, "a string", value)
     return os.fspath(value)
+
+
+def _is_pil_image(value: Any) -> bool:
+    """Whether ``value`` is a PIL image, without importing Pillow unless one could be."""
+    if not type(value).__module__.startswith("PIL."):
+        return False
+    from PIL import Image
+
+    return isinstance(value, Image.Image)
 
 
 def _expected(info: OptionInfo) -> str:

@@ -23,7 +23,7 @@ __all__ = ["ServerSettings", "create_app"]
 def create_app(settings: ServerSettings | None = None) -> "FastAPI":
     """The FastAPI app for ``settings`` (default: ``cleancut-default``, 2 workers, queue 16,
     25 MiB uploads). The model is resolved here (an unknown one raises ModelError); its ONNX
-    session, the worker pool and a temporary folder are created when the app starts (ASGI
+    session and the worker pool are created when the app starts (ASGI
     lifespan) and released when it stops, after in-flight requests are finished."""
     import importlib.util
 

@@ -19,190 +19,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
-import math
-import re
-import shutil
-import tempfile
-import threading
 import time
-import uuid
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from .. import io as cio
 from ..api import Remover
-from ..errors import (CleancutError, ConfigError, ImageError, ImageTooLargeError, MissingDependencyError,
-                      ModelError)
-from ..options import RemoveOptions, options_from_mapping
+from ..errors import ConfigError
 from .errors import ApiError
-from .options import api_text, describe, form_schema, query_dependency, request_options
+from .options import api_text
+from .routes import STATIC_DIR, router, ui_router
 from .settings import ServerSettings
-from .uploads import IMAGE_KINDS, PHOTO_FIELD, check_content_length, check_image, read_upload
+from .state import ServerState
+from .uploads import PHOTO_FIELD
 
 log = logging.getLogger("cleancut.server")
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-MEDIA_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
-_SUFFIX = {"image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif", "image/webp": ".webp",
-           "image/bmp": ".bmp", "image/tiff": ".tif"}
-
-
-class ErrorBody(BaseModel):
-    """Every error: a clear message, and machine-readable detail (``detail.code``)."""
-
-    error: str
-    detail: Any = None
-
-
-@dataclass
-class Job:
-    """One request's work, run in a worker thread."""
-
-    data: bytes
-    name: str  # how messages call the photo
-    options: RemoveOptions
-    files: dict[str, tuple[Path, bytes, str]]  # option name -> (temp path, bytes, how messages call it)
-
-
-class ServerState:
-    """The shared Remover, the worker pool and the admission counters of one app."""
-
-    def __init__(self, settings: ServerSettings, remover: Remover):
-        self.settings = settings
-        self.remover = remover
-        # requests start from the library defaults plus the operator's pixel cap; model,
-        # providers and threads are the Remover's own
-        self.base = RemoveOptions(max_pixels=settings.options.max_pixels)
-        self.pool: Any = None
-        self.tmpdir: Path | None = None
-        self.admitted = 0  # touched on the event loop only
-        self._lock = threading.Lock()  # for the counters the workers update
-        self.running = 0
-        self.completed = 0
-        self.avg_seconds = 1.0  # moving average of a job's time, for Retry-After
-
-    # ------------------------------------------------------------ lifecycle
-
-    def start(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.remover.load()  # a broken model fails here, before the first request
-        if self.settings.warm_up:  # first-use costs paid now, before the server reports ready
-            from ..refine import matting_available
-
-            matting = matting_available()
-            log.info("warming up: one inference%s ...", " and alpha matting (the first start on a machine "
-                     "compiles its kernels, about a minute)" if matting else "")
-            seconds = self.remover.warm_up(alpha_matting=matting)
-            log.info("warm-up done in %.1f s (%s)", sum(seconds.values()),
-                     ", ".join(f"{step} {s:.2f} s" for step, s in seconds.items()))
-        self.tmpdir = Path(tempfile.mkdtemp(prefix="cleancut-serve-"))
-        self.pool = ThreadPoolExecutor(max_workers=self.settings.workers, thread_name_prefix="cleancut-worker")
-        # start every worker thread now: left alone, the pool creates them one by one as jobs first
-        # overlap, so the server's thread count would still be rising long after the start
-        started = threading.Barrier(self.settings.workers)
-        for future in [self.pool.submit(started.wait, 30) for _ in range(self.settings.workers)]:
-            future.result()
-
-    def stop(self) -> None:
-        """Refuse new work, finish every job already submitted, remove the temporary folder."""
-        pool, self.pool = self.pool, None
-        if pool is not None:
-            pool.shutdown(wait=True)
-        if self.tmpdir is not None:
-            shutil.rmtree(self.tmpdir)
-            self.tmpdir = None
-
-    # ------------------------------------------------------------ admission
-
-    @property
-    def queued(self) -> int:
-        return max(0, self.admitted - self.running)
-
-    def retry_after(self) -> int:
-        """Seconds until a slot is likely free: the queue ahead divided by the workers."""
-        ahead = max(1, self.admitted - self.settings.workers + 1)
-        return max(1, math.ceil(self.avg_seconds * ahead / self.settings.workers))
-
-    @contextlib.contextmanager
-    def admission(self) -> Iterator[None]:
-        settings = self.settings
-        if self.pool is None:
-            raise ApiError(503, "the server is starting or shutting down; retry in a moment.",
-                           "not_ready", headers={"Retry-After": "1"})
-        if self.admitted >= settings.capacity:
-            wait = self.retry_after()
-            raise ApiError(
-                503, f"the server is busy: {self.admitted} requests are being processed or waiting "
-                     f"({settings.workers} workers + a queue of {settings.max_queue}); retry in "
-                     f"{wait} s.", "queue_full", headers={"Retry-After": str(wait)},
-                workers=settings.workers, max_queue=settings.max_queue, retry_after=wait)
-        self.admitted += 1
-        try:
-            yield
-        finally:
-            self.admitted -= 1
-
-    # ------------------------------------------------------------ work (worker threads)
-
-    def run(self, job: Job) -> tuple[bytes, float]:
-        with self._lock:
-            self.running += 1
-        started = time.perf_counter()
-        try:
-            return self._process(job), time.perf_counter() - started
-        finally:
-            seconds = time.perf_counter() - started
-            with self._lock:
-                self.running -= 1
-                self.completed += 1
-                self.avg_seconds = 0.8 * self.avg_seconds + 0.2 * seconds
-
-    def _process(self, job: Job) -> bytes:
-        written: list[Path] = []
-        try:
-            for path, data, _ in job.files.values():
-                path.write_bytes(data)
-                written.append(path)
-            source = io.BytesIO(job.data)
-            source.name = job.name  # how cleancut's messages name the source
-            image = self.remover.remove(source, job.options)
-            return cio.encode_image(image, job.options.format, job.options.quality)
-        except CleancutError as exc:
-            raise _api_error(exc, job) from exc
-        finally:
-            for path in written:
-                path.unlink(missing_ok=True)
-
-
-def _api_error(exc: CleancutError, job: Job) -> ApiError:
-    message = str(exc)
-    for path, _, what in job.files.values():
-        message = message.replace(f"background image {path}", what).replace(str(path), what)
-    if isinstance(exc, ImageTooLargeError):
-        return ApiError(413, message, "too_many_pixels")
-    if isinstance(exc, MissingDependencyError):
-        return ApiError(501, f"this server cannot do that: {message}", "missing_dependency", module=exc.module)
-    if isinstance(exc, ImageError):
-        return ApiError(400, message, "corrupt_image")
-    if isinstance(exc, ConfigError):
-        return ApiError(422, api_text(message), "invalid_option")
-    # server-side failures: the details (which may name server files) go to the log only
-    if isinstance(exc, ModelError):
-        log.error("model failure on %s: %s", job.name, message)
-        return ApiError(500, "the model failed on this image; the server log has the details.", "model_error")
-    log.error("unexpected cleancut error on %s: %s", job.name, message)
-    return ApiError(500, "internal server error; the server log has the details.", "internal_error")
 
 
 # ---------------------------------------------------------------- middleware
@@ -315,18 +152,6 @@ def _lifespan(state: ServerState):
     return lifespan
 
 
-def _public_spec(spec) -> dict[str, Any]:
-    info = spec.to_json()
-    info.pop("file", None)  # a server never tells where its files are
-    return info
-
-
-def _safe_stem(filename: str | None) -> str:
-    stem = Path(filename).stem if filename else "image"
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
-    return stem[:80]
-
-
 def _install_docs(app: FastAPI) -> None:
     """Swagger UI at /docs, served from the swagger-ui-bundle package so that it works offline
     (FastAPI's default loads it from a CDN). Without that package, the CDN version is used."""
@@ -361,7 +186,7 @@ def build_app(settings: ServerSettings | None = None) -> FastAPI:
                     f"`{PHOTO_FIELD}`, or the raw request body) and returns the result image. Every "
                     "option is a query parameter or a form field. Errors are JSON "
                     "`{\"error\": message, \"detail\": {...}}`.")
-    app.state.cleancut = state
+    app.state.cleancut = state  # what the routes' get_state dependency returns
     if settings.cors_origins:  # no CORS headers at all unless the operator lists origins
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -373,89 +198,9 @@ def build_app(settings: ServerSettings | None = None) -> FastAPI:
     app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
     app.add_middleware(AccessLog)  # outermost: logs every answer, 431s included
     _install_error_handlers(app)
-    error_responses = {
-        400: {"model": ErrorBody, "description": "corrupt or truncated image, or malformed body"},
-        413: {"model": ErrorBody, "description": "body over the upload cap, or image over the pixel cap"},
-        415: {"model": ErrorBody, "description": f"not an image ({IMAGE_KINDS}), judged by its bytes"},
-        422: {"model": ErrorBody, "description": "invalid or unknown option"},
-        503: {"model": ErrorBody, "description": "queue full (see Retry-After) or server not ready"},
-    }
-
-    @app.get("/healthz", summary="Liveness and load", responses={503: {"model": ErrorBody}})
-    async def healthz():
-        body = {"status": "ok" if state.pool is not None else "starting", "model": remover.spec.name,
-                "workers": settings.workers, "max_queue": settings.max_queue, "admitted": state.admitted,
-                "running": state.running, "queued": state.queued, "completed": state.completed}
-        return JSONResponse(body, status_code=200 if state.pool is not None else 503)
-
-    @app.get("/api/models", summary="The model this server runs")
-    async def models():
-        return {"default": remover.spec.name, "models": [_public_spec(remover.spec)]}
-
-    @app.get("/api/options", summary="The options a request can set (from RemoveOptions' metadata)")
-    async def options():
-        return {"options": [describe(i) for i in request_options()],
-                "limits": {"max_upload_bytes": settings.max_upload_bytes, "max_pixels": state.base.max_pixels}}
-
-    query_options = query_dependency()
-
-    @app.post(
-        "/api/remove", summary="Remove the background of an image", response_class=Response,
-        responses={200: {"description": "the result image (or the mask with mode=mask)",
-                         "content": {m: {"schema": {"type": "string", "format": "binary"}} for m in MEDIA_TYPES.values()}},
-                   **error_responses},
-        openapi_extra={"requestBody": {"required": True, "content": {
-            "multipart/form-data": {"schema": form_schema(
-                f"the photo ({IMAGE_KINDS}); at most {settings.max_upload_bytes} bytes with any other upload")},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        }}},
-    )
-    async def remove(request: Request, query: dict = Depends(query_options)) -> Response:  # noqa: B008
-        # (a default rather than Annotated: the dependency is local, and annotations are strings here)
-        limit = settings.max_upload_bytes
-        check_content_length(request, limit)
-        with state.admission():
-            upload = await read_upload(request, limit)
-            name = f"uploaded image {upload.filename!r}" if upload.filename else "the request body"
-            check_image(upload.data, name, state.base.max_pixels)
-            values: dict[str, Any] = dict(query)
-            for key, value in upload.values.items():
-                if key in values:
-                    raise ConfigError(f"option '{key}' was given both as a query parameter and as a form "
-                                      "field; give it once.")
-                values[key] = value
-            files: dict[str, tuple[Path, bytes, str]] = {}
-            for key, (data, filename) in upload.files.items():
-                what = f"uploaded {key} {filename!r}" if filename else f"uploaded {key}"
-                mime, _ = check_image(data, what, state.base.max_pixels)
-                path = state.tmpdir / f"{key}-{uuid.uuid4().hex}{_SUFFIX[mime]}"  # type: ignore[operator]
-                files[key] = (path, data, what)
-                values[key] = str(path)
-            job = Job(upload.data, name, options_from_mapping(values, base=state.base), files)
-            pool = state.pool
-            try:
-                if pool is None:
-                    raise RuntimeError("no worker pool")
-                future = asyncio.get_running_loop().run_in_executor(pool, state.run, job)
-            except RuntimeError:  # the server began shutting down while the body was read
-                raise ApiError(503, "the server is shutting down; retry in a moment.", "not_ready",
-                               headers={"Retry-After": "1"}) from None
-            payload, seconds = await future
-        mode = job.options.resolved_mode
-        filename = f"{_safe_stem(upload.filename)}.{mode}{cio.FORMAT_SUFFIX[job.options.format]}"
-        headers = {"Content-Disposition": f'inline; filename="{filename}"', "Cache-Control": "no-store",
-                   "X-Cleancut-Model": remover.spec.name, "X-Cleancut-Mode": mode,
-                   "X-Processing-Ms": f"{seconds * 1000.0:.1f}"}
-        return Response(payload, media_type=MEDIA_TYPES[job.options.format], headers=headers)
-
+    app.include_router(router)
     _install_docs(app)
-
     if settings.ui:
-        @app.get("/", include_in_schema=False)
-        async def index():
-            return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
-
+        app.include_router(ui_router)
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-
     return app
