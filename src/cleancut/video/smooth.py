@@ -131,3 +131,59 @@ class TemporalSmoother:
         for image, alpha in pairs:
             yield from self.push(image, image, alpha)
         yield from self.flush()
+
+
+@dataclass(frozen=True)
+class CausalParams:
+    """Parameters of :class:`CausalSmoother`: ``memory`` is how much the previous smoothed
+    matte counts against the new raw one where nothing moved (1: as much; 0: smoothing off);
+    the motion gate and working size are those of :class:`SmoothParams`."""
+
+    memory: float = 1.0
+    motion_low: float = 0.01
+    motion_high: float = 0.16
+    work_side: int = 256
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.memory <= 8.0:
+            raise ValueError(f"memory must be 0 to 8, got {self.memory}")
+        SmoothParams(1, self.motion_low, self.motion_high, self.work_side)  # the same checks
+
+
+class CausalSmoother:
+    """Smoothing with no look-ahead, for live video: each frame's matte is a motion-gated
+    running average of its raw matte and the previous frame's smoothed one,
+
+        ``s_t = (a_t + m * w * s_{t-1}) / (1 + m * w)``
+
+    where ``w`` is :meth:`TemporalSmoother.weight` between the two frames (1 where the picture did
+    not change, 0 where something moved or the shot cut) and ``m`` is ``memory``. A still scene's
+    jitter averages out over the recent frames; a moving edge follows the new matte at once. Each
+    frame is handed back as soon as it is pushed (no delay); the state is one grey frame and one
+    matte."""
+
+    def __init__(self, params: CausalParams | None = None):
+        self.params = params or CausalParams()
+        p = self.params
+        self._gate = TemporalSmoother(SmoothParams(1, p.motion_low, p.motion_high, p.work_side))
+        self._grey: np.ndarray | None = None
+        self._alpha: np.ndarray | None = None
+
+    def push(self, image: Image.Image, alpha: np.ndarray) -> np.ndarray:
+        """The smoothed matte of this frame (float32 HxW in [0, 1])."""
+        alpha = np.asarray(alpha, np.float32)
+        grey = self._gate._small_grey(image)
+        previous, previous_grey = self._alpha, self._grey
+        if (previous is None or previous.shape != alpha.shape or previous_grey.shape != grey.shape
+                or self.params.memory == 0):  # the first frame, or a new size: nothing to average with
+            smoothed = alpha
+        else:
+            w = self._gate.weight(grey, previous_grey, (alpha.shape[1], alpha.shape[0]))
+            w *= self.params.memory
+            smoothed = (alpha + w * previous) / (1.0 + w)
+        self._grey, self._alpha = grey, smoothed
+        return smoothed
+
+    def reset(self) -> None:
+        """Forget the past (a new source, a reconnection)."""
+        self._grey = self._alpha = None
