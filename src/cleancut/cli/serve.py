@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
 from typing import Iterator
 
@@ -30,7 +31,9 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 def register(subparsers) -> None:
-    from ..server.settings import DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_WORKERS
+    from ..server.settings import (DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_MAX_VIDEO_JOBS, DEFAULT_MAX_VIDEO_MB,
+                                   DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_SECONDS, DEFAULT_STREAM_IDLE_SECONDS,
+                                   DEFAULT_STREAM_MAX_FPS, DEFAULT_STREAM_MAX_MESSAGE_BYTES, DEFAULT_WORKERS, MIB)
 
     parser = subparsers.add_parser(
         "serve", help="serve background removal over HTTP (API and web page)",
@@ -63,6 +66,25 @@ def register(subparsers) -> None:
                        help="skip the start-up warm-up (one inference, and alpha matting when pymatting is "
                             "installed, which compiles its kernels on a machine's first start); the first "
                             "requests then pay those costs")
+    group.add_argument("--api-key", default=os.environ.get("CLEANCUT_API_KEY"), metavar="KEY",
+                       help="require this key on every API call (X-API-Key header; ?api_key= for the "
+                            "WebSocket). Default: $CLEANCUT_API_KEY, else none")
+    live = parser.add_argument_group("live frames (WebSocket /api/stream) and clips (/api/video)")
+    live.add_argument("--stream-max-fps", type=float, default=DEFAULT_STREAM_MAX_FPS, metavar="FPS",
+                      help=f"frames processed per second per connection; faster ones are dropped "
+                           f"(default: {DEFAULT_STREAM_MAX_FPS:g})")
+    live.add_argument("--stream-max-message-mb", type=float, default=DEFAULT_STREAM_MAX_MESSAGE_BYTES / MIB,
+                      metavar="MB", help="largest frame a client may send (default: %(default)g)")
+    live.add_argument("--stream-idle-seconds", type=float, default=DEFAULT_STREAM_IDLE_SECONDS, metavar="S",
+                      help="close a connection silent for this long (default: %(default)g)")
+    live.add_argument("--max-video-mb", type=float, default=DEFAULT_MAX_VIDEO_MB, metavar="MB",
+                      help="largest clip upload (default: %(default)g)")
+    live.add_argument("--max-video-seconds", type=float, default=DEFAULT_MAX_VIDEO_SECONDS, metavar="S",
+                      help="longest clip (default: %(default)g)")
+    live.add_argument("--max-video-pixels", type=int, default=DEFAULT_MAX_VIDEO_PIXELS, metavar="N",
+                      help="most pixels per frame of a clip (default: %(default)d, 1080p)")
+    live.add_argument("--max-video-jobs", type=int, default=DEFAULT_MAX_VIDEO_JOBS, metavar="N",
+                      help="clip jobs running at once; more are answered 503 (default: %(default)d)")
     group.add_argument("--log-level", choices=LOG_LEVELS, default="info",
                        help="log level; info logs one line per request (default: info)")
     add_options_to_parser(parser, scopes=("operator",))
@@ -113,9 +135,22 @@ def make_server(app, *, host: str = "127.0.0.1", port: int = 8000, log_level: st
     return uvicorn.Server(config)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     from .._deps import require
     from ..server import ServerSettings, create_app
+    from ..server.settings import MIB
 
     require("uvicorn", "cleancut serve")
     if not 0 <= args.port <= 65535:
@@ -125,7 +160,14 @@ def run(args: argparse.Namespace) -> int:
     settings = ServerSettings.from_values(
         options=options_from_namespace(args), workers=args.workers, max_queue=args.max_queue,
         max_upload_mb=args.max_upload_mb, ui=not args.no_ui, warm_up=args.warm_up,
-        cors_origins=tuple(args.cors_origin))
+        cors_origins=tuple(args.cors_origin), api_key=args.api_key or None,
+        stream_max_fps=args.stream_max_fps, stream_max_message_bytes=int(args.stream_max_message_mb * MIB),
+        stream_idle_seconds=args.stream_idle_seconds, max_video_bytes=int(args.max_video_mb * MIB),
+        max_video_seconds=args.max_video_seconds, max_video_pixels=args.max_video_pixels,
+        max_video_jobs=args.max_video_jobs)
+    if settings.api_key is None and not is_loopback(args.host):
+        print(f"cleancut serve: warning: listening on {args.host} without --api-key: anyone who can reach "
+              "this address can use the service (set --api-key or $CLEANCUT_API_KEY)", file=sys.stderr)
     app = create_app(settings)  # an unknown model fails here with the list of valid ones
     app.state.cleancut.remover.load()  # and a broken one here, as a one-line error
     server = make_server(app, host=args.host, port=args.port, log_level=args.log_level,

@@ -145,6 +145,27 @@ def _options(options: RemoveOptions | None, overrides: dict[str, Any]) -> Remove
     return opts
 
 
+class FrameProcessor:
+    """The per-frame work of every live room (``cleancut live``, the server's ``/api/stream``):
+    the model's matte, the causal smoother (one per stream: it remembers the previous frame),
+    then :func:`~cleancut.pipeline.process` with the stream's options."""
+
+    def __init__(self, remover: Any, options: RemoveOptions, smooth: bool | CausalParams = True):
+        self.remover = remover
+        self.options = options
+        params = smooth if isinstance(smooth, CausalParams) else (CausalParams() if smooth else None)
+        self.smoother = CausalSmoother(params) if params is not None else None
+
+    def __call__(self, image: "Image.Image", index: int = 0, captured: float | None = None) -> LiveFrame:
+        captured = time.monotonic() if captured is None else captured
+        image = image if image.mode == "RGB" else image.convert("RGB")
+        alpha = self.remover.predict_mask(image, max_pixels=self.options.max_pixels)
+        if self.smoother is not None:
+            alpha = self.smoother.push(image, alpha)
+        result = process(image, alpha, self.options)
+        return LiveFrame(index, image, alpha, result, captured, time.monotonic() - captured)
+
+
 class LiveSession:
     """One live run: iterate it for :class:`LiveFrame` objects; :attr:`stats` is kept up to date."""
 
@@ -159,8 +180,7 @@ class LiveSession:
         self.remover = remover
         self.source = source if isinstance(source, PyAVSource) else PyAVSource(
             source, pacing=pacing, max_pixels=self.options.max_pixels)
-        params = smooth if isinstance(smooth, CausalParams) else (CausalParams() if smooth else None)
-        self.smoother = CausalSmoother(params) if params is not None else None
+        self.processor = FrameProcessor(remover, self.options, smooth)
         self.max_frames = max_frames
         self.max_seconds = max_seconds
         self.stats = LiveStats()
@@ -191,22 +211,13 @@ class LiveSession:
                 self.stats.reconnects = self.source.reconnects
                 if item is None:
                     return
-                yield self._process(item)
+                frame = self.processor(item.image, item.index, item.captured)
+                self.stats.add(frame, frame.captured + frame.latency)
+                yield frame
         finally:
             slot.stop()
             worker.join(timeout=5)
             self.source.close()
-
-    def _process(self, item: Captured) -> LiveFrame:
-        image = item.image if item.image.mode == "RGB" else item.image.convert("RGB")
-        alpha = self.remover.predict_mask(image, max_pixels=self.options.max_pixels)
-        if self.smoother is not None:
-            alpha = self.smoother.push(image, alpha)
-        result = process(image, alpha, self.options)
-        done = time.monotonic()
-        frame = LiveFrame(item.index, image, alpha, result, item.captured, done - item.captured)
-        self.stats.add(frame, done)
-        return frame
 
 
 def iter_live(source: str | PyAVSource, options: RemoveOptions | None = None, *, smooth: bool | CausalParams = True,

@@ -35,6 +35,8 @@ from ..errors import ConfigError
 from .errors import ApiError
 from .options import api_text
 from .routes import STATIC_DIR, router, ui_router
+from .security import ApiKeyGate, redact_query
+from .stream import router as stream_router
 from .settings import ServerSettings
 from .state import ServerState
 from .uploads import PHOTO_FIELD
@@ -72,7 +74,7 @@ class AccessLog:
             client = scope.get("client")
             path = scope.get("path", "")
             if scope.get("query_string"):
-                path += "?" + scope["query_string"].decode("latin-1")
+                path += "?" + redact_query(scope["query_string"].decode("latin-1"))
             log.info('%s "%s %s" %d %.1fms %dB', f"{client[0]}:{client[1]}" if client else "-",
                      scope.get("method", ""), path, status, (time.perf_counter() - started) * 1000.0, sent)
 
@@ -195,10 +197,12 @@ def build_app(settings: ServerSettings | None = None) -> FastAPI:
             allow_headers=["Content-Type"], allow_credentials=False,
             expose_headers=["Content-Disposition", "Retry-After", "X-Cleancut-Model", "X-Cleancut-Mode",
                             "X-Processing-Ms"])
+    app.add_middleware(ApiKeyGate, api_key=settings.api_key)
     app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
-    app.add_middleware(AccessLog)  # outermost: logs every answer, 431s included
+    app.add_middleware(AccessLog)  # outermost: logs every answer, 431s and 401s included
     _install_error_handlers(app)
     app.include_router(router)
+    app.include_router(stream_router)
     _install_docs(app)
     if settings.ui:
         app.include_router(ui_router)

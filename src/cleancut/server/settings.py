@@ -21,6 +21,16 @@ DEFAULT_MAX_QUEUE = 16
 DEFAULT_MAX_UPLOAD_MB = 25.0
 #: default cap on a request's line plus headers; a larger request is answered 431
 MAX_HEADER_BYTES = 16 * 1024
+#: live frames over the WebSocket (/api/stream)
+DEFAULT_STREAM_MAX_MESSAGE_BYTES = 4 * MIB
+DEFAULT_STREAM_MAX_FPS = 30.0
+DEFAULT_STREAM_IDLE_SECONDS = 30.0
+#: clips over HTTP (/api/video)
+DEFAULT_MAX_VIDEO_MB = 200.0
+DEFAULT_MAX_VIDEO_SECONDS = 120.0
+DEFAULT_MAX_VIDEO_PIXELS = 1920 * 1080
+DEFAULT_MAX_VIDEO_JOBS = 1
+DEFAULT_VIDEO_TTL_SECONDS = 3600.0
 _ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?|\*")
 
 
@@ -39,6 +49,15 @@ class ServerSettings:
     may call the API from (``https://example.com``, or ``*`` for any); empty, no CORS headers
     are sent and browsers keep other sites' pages out. ``max_header_bytes`` caps a request's
     line plus headers (431 above it).
+
+    ``api_key``: when set, every API endpoint (``/api/...``, ``/healthz``, ``/docs``, the
+    OpenAPI schema, the WebSocket) needs it, in the ``X-API-Key`` header (or ``Authorization:
+    Bearer KEY``; the WebSocket may pass ``?api_key=KEY``, since browsers cannot set its headers).
+    The ``stream_*`` settings cap each WebSocket connection: message size, frames processed per
+    second (frames sent faster are dropped and counted) and idle seconds before it is closed.
+    The ``*video*`` settings bound the clip jobs of ``/api/video``: upload size, duration, pixels
+    per frame, jobs running at once (more are answered 503) and how long a finished job's result
+    is kept.
     """
 
     options: RemoveOptions = field(default_factory=RemoveOptions)
@@ -49,6 +68,15 @@ class ServerSettings:
     warm_up: bool = True
     cors_origins: tuple[str, ...] = ()
     max_header_bytes: int = MAX_HEADER_BYTES
+    api_key: str | None = None
+    stream_max_message_bytes: int = DEFAULT_STREAM_MAX_MESSAGE_BYTES
+    stream_max_fps: float = DEFAULT_STREAM_MAX_FPS
+    stream_idle_seconds: float = DEFAULT_STREAM_IDLE_SECONDS
+    max_video_bytes: int = int(DEFAULT_MAX_VIDEO_MB * MIB)
+    max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS
+    max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS
+    max_video_jobs: int = DEFAULT_MAX_VIDEO_JOBS
+    video_ttl_seconds: float = DEFAULT_VIDEO_TTL_SECONDS
 
     def __post_init__(self) -> None:
         if not isinstance(self.options, RemoveOptions):
@@ -61,7 +89,17 @@ class ServerSettings:
                     f"--cors-origin expects an origin like https://example.com or http://localhost:3000 "
                     f"(scheme, host and optional port; no path), or * for any; got {origin!r}.")
         object.__setattr__(self, "cors_origins", origins)
-        for name, minimum in (("workers", 1), ("max_queue", 0), ("max_upload_bytes", 1), ("max_header_bytes", 1024)):
+        if self.api_key is not None and (not isinstance(self.api_key, str) or len(self.api_key) < 8
+                                         or not self.api_key.isprintable() or " " in self.api_key):
+            raise ConfigError("--api-key expects a printable key of at least 8 characters without spaces "
+                              "(e.g. from: python -c 'import secrets; print(secrets.token_urlsafe(24))').")
+        for name in ("stream_max_fps", "stream_idle_seconds", "max_video_seconds", "video_ttl_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} (--{name.replace('_', '-')}) expects a number > 0, got {value!r}.")
+        for name, minimum in (("workers", 1), ("max_queue", 0), ("max_upload_bytes", 1), ("max_header_bytes", 1024),
+                              ("stream_max_message_bytes", 1024), ("max_video_bytes", 1), ("max_video_pixels", 1),
+                              ("max_video_jobs", 1)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 flag = "--max-upload-mb" if name == "max_upload_bytes" else "--" + name.replace("_", "-")
