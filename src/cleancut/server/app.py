@@ -37,6 +37,8 @@ from .options import api_text
 from .routes import STATIC_DIR, router, ui_router
 from .security import ApiKeyGate, redact_query
 from .stream import router as stream_router
+from .video_jobs import VideoJobs
+from .video_jobs import router as video_router
 from .settings import ServerSettings
 from .state import ServerState
 from .uploads import PHOTO_FIELD
@@ -145,10 +147,12 @@ def _lifespan(state: ServerState):
                  "pixel cap %d", spec.name, spec.architecture, spec.input_size[1], spec.input_size[0],
                  state.settings.workers, state.settings.max_queue, state.settings.max_upload_bytes,
                  state.base.max_pixels)
+        app.state.cleancut_video = VideoJobs(state)  # the clip jobs' threads and temporary folders
         try:
             yield
         finally:
             log.info("shutting down: finishing %d admitted request(s)", state.admitted)
+            await asyncio.to_thread(app.state.cleancut_video.stop)
             await asyncio.to_thread(state.stop)
             log.info("worker pool drained; %d requests processed", state.completed)
     return lifespan
@@ -186,7 +190,9 @@ def build_app(settings: ServerSettings | None = None) -> FastAPI:
         title="cleancut", version=__version__, lifespan=_lifespan(state), docs_url=None,
         description="Background removal over HTTP. `POST /api/remove` takes an image (multipart field "
                     f"`{PHOTO_FIELD}`, or the raw request body) and returns the result image. Every "
-                    "option is a query parameter or a form field. Errors are JSON "
+                    "option is a query parameter or a form field. `POST /api/video` starts a job on a clip "
+                    "(follow it at `/api/video/{id}`, download `/api/video/{id}/result`); the WebSocket "
+                    "`/api/stream` takes live frames. Errors are JSON "
                     "`{\"error\": message, \"detail\": {...}}`.")
     app.state.cleancut = state  # what the routes' get_state dependency returns
     if settings.cors_origins:  # no CORS headers at all unless the operator lists origins
@@ -203,6 +209,7 @@ def build_app(settings: ServerSettings | None = None) -> FastAPI:
     _install_error_handlers(app)
     app.include_router(router)
     app.include_router(stream_router)
+    app.include_router(video_router)
     _install_docs(app)
     if settings.ui:
         app.include_router(ui_router)

@@ -21,7 +21,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -124,7 +124,9 @@ def iter_video(src: str | os.PathLike, options: RemoveOptions | None = None, *,
 
 def remove_video(src: str | os.PathLike, dst: str | os.PathLike, options: RemoveOptions | None = None, *,
                  smooth: bool | SmoothParams = True, overwrite: bool = False,
-                 progress: bool | None = False, audio: bool = True, **overrides: Any) -> VideoResult:
+                 progress: bool | None = False, audio: bool = True,
+                 on_frame: Callable[[int, int | None], None] | None = None, remover: Any = None,
+                 **overrides: Any) -> VideoResult:
     """Remove the background of every frame of ``src`` and write ``dst``; what ``cleancut video``
     does. The suffix of ``dst`` picks the output (``.webm``, ``.mov``, ``.mp4``, or a folder of
     frames; see :mod:`cleancut.video.encode`). Options are
@@ -136,6 +138,11 @@ def remove_video(src: str | os.PathLike, dst: str | os.PathLike, options: Remove
     only on a terminal). Errors raise :class:`~cleancut.errors.VideoError` (one-line messages);
     a truncated input is processed as far as it decodes, written, and then reported by
     :class:`~cleancut.errors.VideoTruncatedError`, whose ``result`` describes the output.
+
+    ``on_frame(done, total)`` is called after each frame is written (``total`` is None when the
+    input does not say); an exception it raises stops the run and no output is left (a service
+    cancels a job this way). ``remover`` runs the frames instead of the shared Remover of the
+    options' model (a server passes its own).
     """
     started = time.perf_counter()
     opts = _options(options, overrides)
@@ -158,14 +165,14 @@ def remove_video(src: str | os.PathLike, dst: str | os.PathLike, options: Remove
     if exists and not overwrite:
         result.skipped = True
         return result
-    remover = _remover(opts)
+    remover = remover or _remover(opts)
     with VideoSource(source_path, max_pixels=opts.max_pixels) as source:
         remover.load()  # a broken model fails here, before any output exists
         if not target.parent.exists():
             target.parent.mkdir(parents=True)
         writer = make_writer(target, kind, source, opts, audio)
         try:
-            _run(source, writer, remover, opts, _smooth_params(smooth), progress)
+            _run(source, writer, remover, opts, _smooth_params(smooth), progress, on_frame)
             writer.commit()
         except BaseException:
             writer.abort()
@@ -186,7 +193,8 @@ def remove_video(src: str | os.PathLike, dst: str | os.PathLike, options: Remove
 
 
 def _run(source: VideoSource, writer, remover, options: RemoveOptions,
-         smooth: SmoothParams | None, progress: bool | None) -> None:
+         smooth: SmoothParams | None, progress: bool | None,
+         on_frame: Callable[[int, int | None], None] | None = None) -> None:
     from tqdm import tqdm
 
     def composed():
@@ -202,6 +210,8 @@ def _run(source: VideoSource, writer, remover, options: RemoveOptions,
         for frame, prepared in in_background(composed(), _DEPTH, "cleancut-compose"):
             writer.write(frame, prepared)
             bar.update(1)
+            if on_frame is not None:
+                on_frame(writer.frames, total)
 
 
 def _estimate_frames(source: VideoSource) -> int | None:

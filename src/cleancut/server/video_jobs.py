@@ -1,0 +1,340 @@
+"""Clips over HTTP: ``POST /api/video`` starts a job, ``GET /api/video/{id}`` (or its
+``/events``, server-sent events) follows it, ``GET /api/video/{id}/result`` downloads the result
+and ``DELETE /api/video/{id}`` cancels it (or removes a finished one).
+
+A job is :func:`cleancut.video.remove_video` (what ``cleancut video`` runs) on the uploaded clip,
+with the same options as ``POST /api/remove`` plus ``output`` (``webm``: VP9 with alpha, the
+default; ``mov``; ``mp4``) and ``smooth``. Resources are bounded:
+
+* the upload is streamed to disk with a byte cap (``--max-video-mb``; 413 past it);
+* the clip must be a video FFmpeg reads (415 otherwise), at most ``--max-video-seconds`` long and
+  ``--max-video-pixels`` per frame (413);
+* at most ``--max-video-jobs`` jobs run at once; the next one gets 503 with ``Retry-After``;
+* every job has its own temporary folder. The upload is deleted when the job ends; the folder
+  goes when the job fails or is cancelled, when the client vanishes during the upload, when a
+  finished job is deleted, and at the latest ``--video-ttl`` seconds after the job ended (a
+  sweep on every call to these endpoints and when the server stops).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.requests import ClientDisconnect
+
+from ..errors import CleancutError, ConfigError, VideoError
+from ..options import RemoveOptions, options_from_mapping
+from .errors import ApiError
+from .options import api_text, check_names
+from .routes import ERROR_RESPONSES, get_state
+from .state import ServerState, api_error
+from .uploads import PHOTO_FIELD, check_content_length, mib
+
+log = logging.getLogger("cleancut.server")
+OUTPUTS = {"webm": "video/webm", "mov": "video/quicktime", "mp4": "video/mp4"}
+JOB_PARAMS = {"output", "smooth"}
+_FINISHED = ("done", "failed", "cancelled")
+
+
+class _Cancelled(Exception):
+    """Raised in a job's frame callback to stop it."""
+
+
+@dataclass
+class VideoJob:
+    id: str
+    folder: Path
+    options: RemoveOptions
+    output: str
+    smooth: bool
+    status: str = "queued"  # queued | running | done | failed | cancelled
+    frames: int = 0
+    total: int | None = None
+    error: str | None = None
+    created: float = field(default_factory=time.time)
+    ended: float | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
+    result: Path | None = None
+
+    def public(self) -> dict[str, Any]:
+        percent = round(100.0 * self.frames / self.total, 1) if self.total else None
+        body = {"id": self.id, "status": self.status, "frames": self.frames, "total_frames": self.total,
+                "percent": 100.0 if self.status == "done" else percent, "output": self.output,
+                "links": {"self": f"/api/video/{self.id}", "events": f"/api/video/{self.id}/events"}}
+        if self.status == "done":
+            body["links"]["result"] = f"/api/video/{self.id}/result"
+        if self.error:
+            body["error"] = self.error
+        return body
+
+
+class VideoJobs:
+    """The jobs of one app, their worker threads and their folders."""
+
+    def __init__(self, state: ServerState):
+        self.state = state
+        self.settings = state.settings
+        self.jobs: dict[str, VideoJob] = {}
+        self.root = Path(tempfile.mkdtemp(prefix="cleancut-video-"))
+        self.pool = ThreadPoolExecutor(max_workers=self.settings.max_video_jobs, thread_name_prefix="cleancut-video")
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def running(self) -> int:
+        return sum(1 for j in self.jobs.values() if j.status in ("queued", "running"))
+
+    def sweep(self) -> None:
+        """Forget the jobs that ended more than the TTL ago, and delete their folders."""
+        now = time.time()
+        with self._lock:
+            expired = [j for j in self.jobs.values() if j.ended and now - j.ended > self.settings.video_ttl_seconds]
+            for job in expired:
+                del self.jobs[job.id]
+        for job in expired:
+            shutil.rmtree(job.folder, ignore_errors=True)
+
+    def stop(self) -> None:
+        for job in self.jobs.values():
+            job.cancel.set()
+        self.pool.shutdown(wait=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def get(self, job_id: str) -> VideoJob:
+        self.sweep()
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, f"no video job {job_id!r} (unknown, deleted, or expired after "
+                                f"{self.settings.video_ttl_seconds:g} s)", "no_such_job")
+        return job
+
+    # ------------------------------------------------------------ a job
+
+    def new(self, options: RemoveOptions, output: str, smooth: bool) -> VideoJob:
+        self.sweep()
+        if self.running() >= self.settings.max_video_jobs:
+            wait = 10
+            raise ApiError(503, f"{self.running()} video job(s) are running, the most this server runs at once; "
+                                f"retry in {wait} s.", "video_jobs_full", headers={"Retry-After": str(wait)},
+                           max_video_jobs=self.settings.max_video_jobs)
+        job_id = uuid.uuid4().hex
+        folder = self.root / job_id
+        folder.mkdir()
+        job = VideoJob(job_id, folder, options, output, smooth)
+        with self._lock:
+            self.jobs[job_id] = job
+        return job
+
+    def discard(self, job: VideoJob) -> None:
+        with self._lock:
+            self.jobs.pop(job.id, None)
+        shutil.rmtree(job.folder, ignore_errors=True)
+
+    def check_clip(self, job: VideoJob, upload: Path) -> None:
+        """415 for what is not a video, 413 for a clip too long or too large per frame."""
+        from ..video.decode import VideoSource
+
+        try:
+            with VideoSource(upload, max_pixels=self.settings.max_video_pixels) as source:
+                seconds = source.expected_seconds
+                job.total = source.expected_frames
+        except VideoError as exc:
+            text = str(exc).replace(str(upload), "the upload")
+            if "above the limit" in text:
+                raise ApiError(413, text, "too_many_pixels", limit_pixels=self.settings.max_video_pixels) from None
+            raise ApiError(415, f"{text} Send a video file (MP4, MOV, WebM, MKV, AVI, GIF).", "not_a_video") from None
+        except CleancutError as exc:  # PyAV missing: 501
+            raise api_error(exc, "the clip") from None
+        if seconds is not None and seconds > self.settings.max_video_seconds:
+            raise ApiError(413, f"the clip is {seconds:.1f} s long; this server takes clips of at most "
+                                f"{self.settings.max_video_seconds:g} s.", "video_too_long",
+                           limit_seconds=self.settings.max_video_seconds)
+
+    def start(self, job: VideoJob, upload: Path) -> None:
+        self.pool.submit(self._run, job, upload)
+
+    def _run(self, job: VideoJob, upload: Path) -> None:
+        from ..video.remove import remove_video
+
+        job.status = "running"
+        target = job.folder / f"result.{job.output}"
+
+        def on_frame(done: int, total: int | None) -> None:
+            job.frames, job.total = done, total or job.total
+            if job.cancel.is_set():
+                raise _Cancelled
+
+        try:
+            remove_video(upload, target, job.options, smooth=job.smooth, audio=True, on_frame=on_frame,
+                         remover=self.state.remover)
+            job.result, job.status = target, "done"
+        except _Cancelled:
+            job.status = "cancelled"
+        except CleancutError as exc:
+            job.status, job.error = "failed", api_error(exc, "the clip").message.replace(str(upload), "the clip")
+        except Exception:  # a bug: the details go to the log, the client gets a generic message
+            log.exception("video job %s failed", job.id)
+            job.status, job.error = "failed", "internal error; the server log has the details."
+        finally:
+            job.ended = time.time()
+            upload.unlink(missing_ok=True)
+            if job.status != "done":
+                shutil.rmtree(job.folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- routes
+
+router = APIRouter()
+
+
+def get_jobs(request: Request) -> VideoJobs:
+    return request.app.state.cleancut_video
+
+
+async def _save_upload(request: Request, path: Path, limit: int) -> dict[str, str]:
+    """The clip, streamed to ``path`` with a byte cap: the raw body, or the multipart field
+    ``file`` (whose other fields are returned). A client that disconnects leaves nothing behind
+    (the caller removes the folder)."""
+    check_content_length(request, limit)
+    content_type = request.headers.get("content-type", "")
+    received = 0
+
+    def too_large() -> ApiError:
+        return ApiError(413, f"the clip is over this server's limit of {limit} bytes ({mib(limit)}); send a "
+                             "shorter or more compressed clip.", "upload_too_large", limit_bytes=limit)
+
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=20)
+        try:
+            part = form.get(PHOTO_FIELD)
+            if part is None or isinstance(part, str):
+                raise ApiError(400, f"expected the clip in the multipart file field '{PHOTO_FIELD}'.", "no_file")
+            with open(path, "wb") as fh:
+                while chunk := await part.read(1 << 20):
+                    received += len(chunk)
+                    if received > limit:
+                        raise too_large()
+                    fh.write(chunk)
+            return dict((k, v) for k, v in form.multi_items() if isinstance(v, str))
+        finally:
+            await form.close()
+    with open(path, "wb") as fh:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise too_large()
+            fh.write(chunk)
+    if received == 0:
+        raise ApiError(400, "the request body is empty; send the clip as the body or as the multipart field "
+                            f"'{PHOTO_FIELD}'.", "empty_body")
+    return {}
+
+
+def _job_options(state: ServerState, values: dict[str, Any]) -> tuple[RemoveOptions, str, bool]:
+    values = dict(values)
+    output = str(values.pop("output", "webm")).lower().lstrip(".")
+    if output not in OUTPUTS:
+        raise ConfigError(f"output must be one of {', '.join(OUTPUTS)}, got {output!r}.")
+    smooth_text = str(values.pop("smooth", "true")).lower()
+    if smooth_text not in ("true", "false", "1", "0", "yes", "no"):
+        raise ConfigError(f"smooth must be true or false, got {smooth_text!r}.")
+    check_names(values, "query parameter")
+    options = options_from_mapping(values, base=state.base.replace(max_pixels=state.settings.max_video_pixels))
+    from ..video.encode import check_options
+
+    check_options(output, options)
+    return options, output, smooth_text in ("true", "1", "yes")
+
+
+@router.post("/api/video", status_code=202, summary="Start a job that removes the background of a clip",
+             responses={**ERROR_RESPONSES, 404: {"description": "no such job"}},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                 "video/*": {"schema": {"type": "string", "format": "binary"}},
+                 "multipart/form-data": {"schema": {"type": "object", "properties": {
+                     PHOTO_FIELD: {"type": "string", "format": "binary", "description": "the clip"}}}}}},
+                 "parameters": [
+                     {"name": "output", "in": "query", "schema": {"type": "string", "enum": list(OUTPUTS),
+                                                                  "default": "webm"},
+                      "description": "webm (VP9 with alpha), mov (ProRes 4444 with alpha) or mp4 (no alpha)"},
+                     {"name": "smooth", "in": "query", "schema": {"type": "boolean", "default": True},
+                      "description": "smooth the matte over time, as cleancut video does"}]})
+async def start_video(request: Request, state: ServerState = Depends(get_state),  # noqa: B008
+                      jobs: VideoJobs = Depends(get_jobs)):  # noqa: B008
+    """The clip is the raw body (or the multipart field ``file``); options are query parameters,
+    as for ``/api/remove``. Answers 202 with the job, whose ``links`` say where to follow it."""
+    try:
+        options, output, smooth = _job_options(state, dict(request.query_params))
+    except ConfigError as exc:
+        raise ApiError(422, api_text(str(exc)), "invalid_option") from None
+    job = jobs.new(options, output, smooth)
+    upload = job.folder / "upload"
+    try:
+        fields = await _save_upload(request, upload, state.settings.max_video_bytes)
+        if fields:
+            try:
+                job.options, job.output, job.smooth = _job_options(state, {**request.query_params, **fields})
+            except ConfigError as exc:
+                raise ApiError(422, api_text(str(exc)), "invalid_option") from None
+        await asyncio.to_thread(jobs.check_clip, job, upload)
+    except (ApiError, ClientDisconnect, asyncio.CancelledError, OSError):
+        jobs.discard(job)  # nothing of a refused or abandoned upload is kept
+        raise
+    jobs.start(job, upload)
+    return JSONResponse(job.public(), status_code=202, headers={"Location": f"/api/video/{job.id}"})
+
+
+@router.get("/api/video/{job_id}", summary="A video job's status and progress")
+async def video_status(job_id: str, jobs: VideoJobs = Depends(get_jobs)):  # noqa: B008
+    return jobs.get(job_id).public()
+
+
+@router.get("/api/video/{job_id}/events", summary="A video job's progress as server-sent events")
+async def video_events(job_id: str, request: Request, jobs: VideoJobs = Depends(get_jobs)):  # noqa: B008
+    job = jobs.get(job_id)
+
+    async def events():
+        last = None
+        while True:
+            body = job.public()
+            if body != last:
+                yield f"event: progress\ndata: {json.dumps(body)}\n\n"
+                last = body
+            if job.status in _FINISHED or await request.is_disconnected():
+                return
+            await asyncio.sleep(0.25)
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/api/video/{job_id}/result", summary="Download a finished video job's result",
+            responses={409: {"description": "the job has not finished (or failed)"}})
+async def video_result(job_id: str, jobs: VideoJobs = Depends(get_jobs)):  # noqa: B008
+    job = jobs.get(job_id)
+    if job.status != "done" or job.result is None:
+        raise ApiError(409, f"video job {job_id} is {job.status}; the result can be downloaded once it is done"
+                            + (f" (error: {job.error})" if job.error else "."), "not_ready", job_status=job.status)
+    return FileResponse(job.result, media_type=OUTPUTS[job.output], filename=f"cutout.{job.output}")
+
+
+@router.delete("/api/video/{job_id}", summary="Cancel a video job, or delete a finished one and its result")
+async def video_delete(job_id: str, jobs: VideoJobs = Depends(get_jobs)):  # noqa: B008
+    job = jobs.get(job_id)
+    job.cancel.set()  # a running job stops at its next frame and removes its folder
+    if job.status in _FINISHED:
+        jobs.discard(job)
+        return {"id": job_id, "status": "deleted"}
+    return {"id": job_id, "status": "cancelling"}
