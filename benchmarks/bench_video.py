@@ -40,17 +40,18 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
+from common import davis_frames, encode_clip, machine, scaled, score, status_kb  # noqa: E402
 
 VIDEOS = ("cows", "paragliding-launch")
 CLIP_RATE = 24
@@ -59,73 +60,7 @@ CLIP_RATE = 24
 # ---------------------------------------------------------------- clips
 
 
-def _davis_frames(data: Path, video: str) -> list[Path]:
-    frames = sorted((data / "davis16" / "im").glob(f"{video}_*.jpg"))
-    if not frames:
-        raise SystemExit(f"no frames of '{video}' in {data / 'davis16' / 'im'}")
-    return frames
-
-
-def _encode(path: Path, frames, size: tuple[int, int], rate: int, crf: int, audio: bool,
-            preset: str = "medium") -> Path:
-    """Encode an iterable of RGB arrays (``size`` = width, height) as H.264 (+ AAC) MP4."""
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=rate, options={"crf": str(crf), "preset": preset})
-        stream.width, stream.height = size
-        stream.pix_fmt = "yuv420p"
-        sound = out.add_stream("aac", rate=48000, layout="mono") if audio else None
-        count = 0
-        for count, rgb in enumerate(frames, 1):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            frame.pts, frame.time_base = count - 1, Fraction(1, rate)
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
-        if sound is not None:
-            total, start = 48000 * count // rate, 0
-            while start < total:
-                n = min(1024, total - start)
-                tone = (0.2 * np.sin(np.arange(start, start + n) * 0.03)).astype(np.float32)[None]
-                chunk = av.AudioFrame.from_ndarray(tone, format="flt", layout="mono")
-                chunk.sample_rate, chunk.pts, chunk.time_base = 48000, start, Fraction(1, 48000)
-                out.mux(sound.encode(chunk))
-                start += n
-            out.mux(sound.encode(None))
-    return path
-
-
-def _scaled(paths: list[Path], size: tuple[int, int] | None, count: int | None = None):
-    source = itertools.islice(itertools.cycle(paths), count) if count else paths
-    for p in source:
-        image = Image.open(p).convert("RGB")
-        yield np.asarray(image if size is None or image.size == size else image.resize(size, Image.BICUBIC))
-
-
 # ---------------------------------------------------------------- quality
-
-
-def _flicker(alphas: list[np.ndarray], truths: list[np.ndarray]) -> dict[str, float]:
-    excess, change, truth_change = [], [], []
-    for t in range(1, len(alphas)):
-        da = np.abs(alphas[t] - alphas[t - 1])
-        dg = np.abs(truths[t] - truths[t - 1])
-        excess.append(float(np.maximum(da - dg, 0).mean()))
-        change.append(float(da.mean()))
-        truth_change.append(float(dg.mean()))
-    return {"flicker": float(np.mean(excess)), "change": float(np.mean(change)),
-            "gt_change": float(np.mean(truth_change))}
-
-
-def _score(alphas: list[np.ndarray], gts: list[np.ndarray]) -> dict[str, float]:
-    from cleancut.metrics import SODMetrics
-
-    metrics = SODMetrics(curves=False)
-    for alpha, gt in zip(alphas, gts):
-        metrics.add(alpha, gt)
-    got = metrics.results()
-    truths = [(g >= 128).astype(np.float32) for g in gts]
-    return {"IoU": got["IoU"], "maxF": got["maxF"], "MAE": got["MAE"], **_flicker(alphas, truths)}
 
 
 def _smoothed(frames: list[Image.Image], raw: list[np.ndarray], params) -> list[np.ndarray]:
@@ -141,11 +76,11 @@ def quality(args, workdir: Path) -> dict:
     results: dict = {}
     raw_cache: dict = {}
     for video in args.videos:
-        paths = _davis_frames(args.data, video)
+        paths = davis_frames(args.data, video)
         gts = [np.asarray(Image.open(args.data / "davis16" / "gt" / (p.stem + ".png")).convert("L"))
                for p in paths]
         size = Image.open(paths[0]).size
-        clip = _encode(workdir / f"{video}.mp4", _scaled(paths, None), size, CLIP_RATE, crf=12,
+        clip = encode_clip(workdir / f"{video}.mp4", scaled(paths, None), size, CLIP_RATE, crf=12,
                        audio=False)
         started = time.perf_counter()
         pairs = list(cleancut.iter_video(clip, model=args.model, smooth=False))
@@ -159,7 +94,7 @@ def quality(args, workdir: Path) -> dict:
         assert max(float(np.abs(a - b).max()) for a, b in zip(offline, smooth)) < 1e-5
         raw_cache[video] = (frames, raw, gts)
         results[video] = {"frames": len(raw), "size": list(size), "seconds": seconds,
-                          "no smoothing": _score(raw, gts), "smoothing (default)": _score(smooth, gts)}
+                          "no smoothing": score(raw, gts), "smoothing (default)": score(smooth, gts)}
     print("\n### Quality and flicker (product path, `cleancut.iter_video`)\n")
     print(f"Defaults: {SmoothParams()}\n")
     print("| video | frames | matte | IoU | maxF | MAE | flicker | mean abs change | GT's change |")
@@ -178,11 +113,11 @@ def _tune(args, cache: dict) -> list[dict]:
     from cleancut.video.smooth import SmoothParams
 
     frames, raw, gts = cache[args.tune_on]
-    base = _score(raw, gts)
+    base = score(raw, gts)
     rows = []
     for radius, high in itertools.product((1, 2, 3), (0.04, 0.08, 0.12, 0.16, 0.24)):
         params = SmoothParams(radius=radius, motion_high=high)
-        s = _score(_smoothed(frames, raw, params), gts)
+        s = score(_smoothed(frames, raw, params), gts)
         rows.append({"radius": radius, "motion_high": high, **s})
     print(f"\n### Tuning on {args.tune_on} (no smoothing: IoU {base['IoU']:.4f}, maxF "
           f"{base['maxF']:.4f}, MAE {base['MAE']:.4f}, flicker {base['flicker']:.5f})\n")
@@ -214,13 +149,13 @@ def _timed_cli(argv: list[str]) -> float:
 def speed(args, workdir: Path) -> dict:
     import av
 
-    paths = _davis_frames(args.data, "cows")
+    paths = davis_frames(args.data, "cows")
     model = ["--model", args.model] if args.model else []
     results = {}
     for label, size in (("480p", (854, 480)), ("1080p", (1920, 1080))):
         if label not in args.sizes:
             continue
-        clip = _encode(workdir / f"speed-{label}.mp4", _scaled(paths, size, args.speed_frames), size,
+        clip = encode_clip(workdir / f"speed-{label}.mp4", scaled(paths, size, args.speed_frames), size,
                        CLIP_RATE, crf=18, audio=True, preset="veryfast")
         images = workdir / f"images-{label}"
         images.mkdir()
@@ -230,7 +165,7 @@ def speed(args, workdir: Path) -> dict:
         n = len(list(images.glob("*.jpg")))
         warm = workdir / f"warm-{label}"
         warm.mkdir()
-        short = _encode(warm / "short.mp4", _scaled(paths, size, 3), size, CLIP_RATE, crf=18,
+        short = encode_clip(warm / "short.mp4", scaled(paths, size, 3), size, CLIP_RATE, crf=18,
                         audio=True, preset="veryfast")
         _timed_cli(["remove", str(images / "000000.jpg"), "-o", str(warm / "w.png"), "--overwrite", *model])
         _timed_cli(["video", str(short), "-o", str(warm / "w.webm"), "--overwrite", *model])
@@ -286,23 +221,12 @@ def _synthetic_frames(count: int, size=(1920, 1080), rate: float = 25.0):
         yield rgb
 
 
-def _status_kb(pid: int, key: str) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
 def memory(args, workdir: Path) -> dict:
     rate = args.memory_rate
     frames = int(args.memory_seconds * rate)
     clip = workdir / "long-1080p.mp4"
     started = time.perf_counter()
-    _encode(clip, _synthetic_frames(frames, rate=rate), (1920, 1080), rate, crf=28, audio=True, preset="ultrafast")
+    encode_clip(clip, _synthetic_frames(frames, rate=rate), (1920, 1080), rate, crf=28, audio=True, preset="ultrafast")
     print(f"  generated {frames} frames ({args.memory_seconds} s) of 1080p in "
           f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
@@ -317,8 +241,8 @@ def memory(args, workdir: Path) -> dict:
     t0 = time.perf_counter()
     peak = 0
     while child.poll() is None:
-        rss = _status_kb(child.pid, "VmRSS")
-        peak = max(peak, _status_kb(child.pid, "VmHWM") or 0)
+        rss = status_kb(child.pid, "VmRSS")
+        peak = max(peak, status_kb(child.pid, "VmHWM") or 0)
         if rss:
             samples.append((time.perf_counter() - t0, rss))
         time.sleep(1.0)
@@ -344,17 +268,6 @@ def memory(args, workdir: Path) -> dict:
 # ---------------------------------------------------------------- main
 
 
-def _machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{cpu}, {os.cpu_count()} cores, load average {load}"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model name or .onnx (default: cleancut-default)")
@@ -371,14 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
-    print(f"machine: {_machine()}", file=sys.stderr)
-    results: dict = {"machine_before": _machine(), "model": args.model or "cleancut-default"}
+    print(f"machine: {machine()}", file=sys.stderr)
+    results: dict = {"machine_before": machine(), "model": args.model or "cleancut-default"}
     with tempfile.TemporaryDirectory(prefix="bench-video-") as tmp:
         for part in args.parts:
             folder = Path(tmp) / part
             folder.mkdir()
             results[part] = {"quality": quality, "speed": speed, "memory": memory}[part](args, folder)
-    results["machine_after"] = _machine()
+    results["machine_after"] = machine()
     print(f"\nmachine before: {results['machine_before']}\nmachine after:  {results['machine_after']}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
