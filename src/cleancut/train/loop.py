@@ -178,6 +178,31 @@ class Trainer:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.ckpt_dir = self.out / "checkpoints"
+        self._setup_process()
+        self._build_data()
+        self._build_model(resume, init)
+        self._build_optimizer()
+        self.epoch = 0
+        self.best = None
+        self.bad_epochs = 0
+        self.history: list[dict] = []
+        self.extra_loss = None  # callable(images, targets, outputs) -> loss tensor, for plug-in methods
+        self._attach_plugins(plugins)
+        if resume:
+            self._resume()
+        elif self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            if (self.ckpt_dir / "last.pt").exists():
+                raise CheckpointError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
+        if self.dist.main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            self.cfg.save(self.out / "config.yaml")
+
+    # ------------------------------------------------------------ construction, step by step
+
+    def _setup_process(self) -> None:
+        """Device and processes (DDP), threads, seeds, precision."""
+        cfg = self.cfg
         self.dist = _Dist(cfg.train.device)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
@@ -185,12 +210,26 @@ class Trainer:
             torch.set_num_threads(max(1, (os.cpu_count() or 2) // self.dist.world))
         seed_everything(cfg.train.seed + self.dist.rank)
         self.bf16 = use_bf16(cfg.train.precision, self.dist.device)
+
+    def _build_data(self) -> None:
+        """The training and validation pairs, the training dataset and the batch per process."""
+        cfg = self.cfg
         self.train_pairs, self.val_pairs = select_data(cfg)
         self.dataset = SegDataset(self.train_pairs, cfg.data, seed=cfg.train.seed, train=True)
         self.per_proc_batch = max(1, cfg.train.batch_size // self.dist.world)
+        self.steps_per_epoch = len(self.dataset) // (self.per_proc_batch * self.dist.world)
+        if cfg.train.steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.steps_per_epoch)
+        if self.steps_per_epoch < 1:
+            raise ConfigError(f"{len(self.dataset)} training pairs are fewer than one batch of {cfg.train.batch_size}; lower train.batch_size")
+
+    def _build_model(self, resume: bool, init: str | None) -> None:
+        """The architecture (its ``encoder``, pretrained or initialised weights), on the device,
+        wrapped for DDP, and the loss."""
+        cfg = self.cfg
         in_ch = 1 if cfg.data.grayscale else 3
         model = archs.build(cfg.model.arch, in_channels=in_ch, **cfg.model.kwargs)
-        self.encoder = getattr(model, "encoder", None)
+        self.encoder = model.encoder
         uses_encoder = cfg.model.pretrained or cfg.optim.encoder_lr_mult != 1 or cfg.train.freeze_encoder_epochs
         if uses_encoder and self.encoder is None:
             raise ConfigError(f"model.pretrained, optim.encoder_lr_mult and train.freeze_encoder_epochs need an "
@@ -208,11 +247,11 @@ class Trainer:
                 self.model, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None)
         self.pos_weight = self._pos_weight()
         self.loss_fn = SegLoss(cfg.loss, self.pos_weight)
-        self.steps_per_epoch = len(self.dataset) // (self.per_proc_batch * self.dist.world)
-        if cfg.train.steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.steps_per_epoch)
-        if self.steps_per_epoch < 1:
-            raise ConfigError(f"{len(self.dataset)} training pairs are fewer than one batch of {cfg.train.batch_size}; lower train.batch_size")
+
+    def _build_optimizer(self) -> None:
+        """The optimiser (the encoder as its own group, at ``optim.encoder_lr_mult``, frozen for
+        ``train.freeze_encoder_epochs``) and the learning-rate schedule."""
+        cfg = self.cfg
         opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
         groups = [{"params": [p for p in self.model.parameters()], "lr": cfg.optim.lr}]
         schedule = lr_lambda(cfg, self.steps_per_epoch)
@@ -226,28 +265,15 @@ class Trainer:
         self.optimizer = opt_cls(groups, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                                  betas=tuple(cfg.optim.betas))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambdas)
-        self.epoch = 0
-        self.best = None
-        self.bad_epochs = 0
-        self.history: list[dict] = []
-        self.extra_loss = None  # callable(images, targets, outputs) -> loss tensor, for plug-in methods
+
+    def _attach_plugins(self, plugins: list[Plugin] | None) -> None:
         self.plugins: list[Plugin] = list(plugins or [])
-        if cfg.adversarial.weight > 0 and not any(p.name == "adversarial" for p in self.plugins):
+        if self.cfg.adversarial.weight > 0 and not any(p.name == "adversarial" for p in self.plugins):
             raise ConfigError("adversarial.weight > 0 needs the adversarial plugin: build the Trainer with "
                               "plugins=cleancut.train.methods.plugins_for(cfg) (cleancut train does)")
         for plugin in self.plugins:
             plugin.setup(self)
-        if resume:
-            self._resume()
-        elif self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            if (self.ckpt_dir / "last.pt").exists():
-                raise CheckpointError(f"{self.out} already holds a run; pass --resume to continue it or choose another --out")
-        if self.dist.main:
-            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            cfg.save(self.out / "config.yaml")
 
-    # -- set-up helpers -------------------------------------------------------------------------
     def _init_from(self, model: torch.nn.Module, path: str) -> None:
         """Start from pre-trained weights (e.g. ``cleancut pretrain``): copy every matching tensor."""
         state = load(path)

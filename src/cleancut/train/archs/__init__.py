@@ -1,10 +1,7 @@
 """Architecture registry. Adding an architecture is a one-file change: drop a module in this
-package that decorates its ``nn.Module`` class with ``@register("name")``.
-
-Contract for every architecture: ``Model(in_channels=3, **kwargs)``; ``forward(x)`` takes a
-normalised ``[N, C, H, W]`` batch (H, W multiples of 32) and returns foreground *logits*: one tensor
-``[N, 1, h, w]``, or a list of them with the main output first and deep-supervision outputs after
-(any resolution; the loss and the exporter upsample to the input size).
+package that decorates its :class:`~cleancut.train.archs._base.Segmenter` subclass with
+``@register("name")``. The contract (forward, ``encoder``, ``load_pretrained``, input sizes) is
+written out in :mod:`cleancut.train.archs._base`.
 """
 
 from __future__ import annotations
@@ -20,6 +17,10 @@ _REGISTRY: dict[str, type] = {}
 
 def register(name: str) -> Callable[[type], type]:
     def deco(cls: type) -> type:
+        from ._base import Segmenter
+
+        if not issubclass(cls, Segmenter):
+            raise TypeError(f"architecture {name!r}: {cls.__name__} must subclass archs._base.Segmenter")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise ValueError(f"architecture {name!r} registered twice")
         cls.arch_name = name

@@ -13,14 +13,16 @@ from __future__ import annotations
 from torch import nn
 
 from . import register
+from ._base import Segmenter
 from ._blocks import ConvBNReLU
 
 
 @register("cnn")
-class PatchCNN(nn.Module):
+class PatchCNN(Segmenter):
     def __init__(self, in_channels: int = 3, width: int = 32, blocks: int = 4, window: int = 3,
                  fc: int = 128, dropout: float = 0.3):
         super().__init__()
+        self.size_multiple = 2 ** blocks  # the feature grid's stride
         layers, c = [], in_channels
         for i in range(blocks):  # conv + pool blocks
             cout = width * 2 ** min(i, 3)

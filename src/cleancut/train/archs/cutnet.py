@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from . import register
+from ._base import Segmenter
 from ._blocks import ConvBNReLU, PyramidPooling, SeparableConv, decode_top_down
 
 
@@ -38,7 +39,7 @@ class InvertedResidual(nn.Module):
 
 
 @register("cutnet")
-class CutNet(nn.Module):
+class CutNet(Segmenter):
     def __init__(self, in_channels: int = 3, width: float = 1.0, decoder: int = 48, expand: int = 4,
                  dropout: float = 0.1, deep_supervision: bool = True):
         super().__init__()

@@ -18,12 +18,13 @@ from __future__ import annotations
 from torch import nn
 
 from . import register
+from ._base import Segmenter
 from ._blocks import ConvBNReLU, PyramidPooling, SeparableConv, decode_top_down
 from ._encoders import build_encoder
 
 
 @register("litefpn")
-class LiteFPN(nn.Module):
+class LiteFPN(Segmenter):
     def __init__(self, in_channels: int = 3, encoder: str = "efficientnet-lite0", decoder: int = 64,
                  dropout: float = 0.1, deep_supervision: bool = True):
         super().__init__()
@@ -37,9 +38,6 @@ class LiteFPN(nn.Module):
         self.fuse = nn.ModuleList(SeparableConv(p, w) for p, w in zip(prev, widths))
         self.heads = nn.ModuleList(nn.Conv2d(w, 1, 3, padding=1) for w in widths)
         self.deep_supervision = deep_supervision
-
-    def load_pretrained(self, source: str = "auto") -> str:
-        return self.encoder.load_pretrained(source)
 
     def forward(self, x):
         feats = self.encoder(x)

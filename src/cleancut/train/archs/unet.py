@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from . import register
+from ._base import Segmenter
 from ._blocks import ConvBNReLU, SeparableConv, upsample_like
 
 
@@ -19,7 +20,7 @@ def _double(cin: int, cout: int, separable: bool) -> nn.Sequential:
 
 
 @register("unet")
-class UNet(nn.Module):
+class UNet(Segmenter):
     def __init__(self, in_channels: int = 3, width: int = 16, depth: int = 4, separable: bool = False,
                  dropout: float = 0.1, max_width: int = 256):
         super().__init__()
