@@ -23,6 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch", type=int, default=16, help="patch size in pixels (default 16; divides data.size)")
     p.add_argument("--noise", type=float, default=0.1, help="std of the Gaussian noise added, in normalised units (default 0.1)")
     p.add_argument("--visible-weight", type=float, default=0.1, help="loss weight of visible pixels (default 0.1)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--max-images", type=int, help="use at most this many photos (random subset, seeded)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=5")
     p.set_defaults(func=run)
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data:
         images += split_images(args.data, args.split, cfg.train.seed)
     summary = pretrain(cfg, images, args.out, mask_ratio=args.mask_ratio, patch=args.patch, noise=args.noise,
-                       visible_weight=args.visible_weight, max_images=args.max_images)
+                       visible_weight=args.visible_weight, max_images=args.max_images, resume=args.resume)
     print(f"pre-trained {summary['epochs']} epochs on {summary['images']} photos, reconstruction L1 "
           f"{summary['recon_loss']:.4f}; start training from it with: cleancut train --init {summary['run']} ...")
     return 0

@@ -171,7 +171,13 @@ def select_data(cfg: Config):
 
 
 class Trainer:
-    """Owns one run. Hooks (``extra_loss``, ``plugins``) let other methods (adversarial training...) plug in."""
+    """Owns one run. Hooks (``extra_loss``, ``plugins``) let other methods (adversarial training...) plug in;
+    another task (self-supervised pre-training, :class:`cleancut.train.pretrain.Pretrainer`) subclasses it
+    and overrides the data, the model's heads and :meth:`batch_loss`, sharing the loop, the checkpoints,
+    the resume and the logs."""
+
+    loss_name = "train_loss"  # the training loss's name in the history
+    track_accuracy = True  # the pixel accuracy of the main output (segmentation)
 
     def __init__(self, cfg: Config, out_dir: str | Path, resume: bool = False, init: str | None = None,
                  plugins: list[Plugin] | None = None):
@@ -228,7 +234,7 @@ class Trainer:
         wrapped for DDP, and the loss."""
         cfg = self.cfg
         in_ch = 1 if cfg.data.grayscale else 3
-        model = archs.build(cfg.model.arch, in_channels=in_ch, **cfg.model.kwargs)
+        model = self.adapt_model(archs.build(cfg.model.arch, in_channels=in_ch, **cfg.model.kwargs))
         self.encoder = model.encoder
         uses_encoder = cfg.model.pretrained or cfg.optim.encoder_lr_mult != 1 or cfg.train.freeze_encoder_epochs
         if uses_encoder and self.encoder is None:
@@ -247,6 +253,10 @@ class Trainer:
                 self.model, device_ids=[self.dist.device.index] if self.dist.device.type == "cuda" else None)
         self.pos_weight = self._pos_weight()
         self.loss_fn = SegLoss(cfg.loss, self.pos_weight)
+
+    def adapt_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The network of this task, from the registered architecture (segmentation: as it is)."""
+        return model
 
     def _build_optimizer(self) -> None:
         """The optimiser (the encoder as its own group, at ``optim.encoder_lr_mult``, frozen for
@@ -330,12 +340,17 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "best": self.best,
             "bad_epochs": self.bad_epochs, "history": self.history, "rng": states, "pos_weight": self.pos_weight,
             "plugins": {p.name: p.state_dict() for p in self.plugins if p.state_dict() is not None},
+            **self.checkpoint_extra(),
         }, self.ckpt_dir / name)
+
+    def checkpoint_extra(self) -> dict:
+        """More entries for every checkpoint (a task's own settings)."""
+        return {}
 
     # -- the loop -------------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
         self.dataset.epoch = self.epoch
-        if self.cfg.data.set_weights:
+        if self.cfg.data.set_weights and self.train_pairs is not None:
             weights = [self.cfg.data.set_weights.get(p.set, 1.0) for p in self.train_pairs]
             sampler = WeightedSampler(weights, seed=self.cfg.train.seed * 100003 + self.epoch,
                                       rank=self.dist.rank, world=self.dist.world)
@@ -370,16 +385,10 @@ class Trainer:
         total_loss = total_acc = 0.0
         seen = 0
         t0 = time.perf_counter()
-        for step, (x, y) in enumerate(self._loader()):
+        for step, batch in enumerate(self._loader()):
             if step >= self.steps_per_epoch:
                 break
-            x = x.to(dev, non_blocking=True)
-            if self.cfg.train.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(dev, non_blocking=True)
-            with autocast:
-                outputs = self.ddp(x)
-            loss = self.loss_fn(outputs, y)
+            x, y, outputs, loss = self.batch_loss(batch, autocast)
             if self.extra_loss is not None:
                 loss = loss + self.extra_loss(x, y, outputs)
             for plugin in self.plugins:
@@ -394,25 +403,53 @@ class Trainer:
             self.scheduler.step()
             for plugin in self.plugins:
                 plugin.after_step(self, x, y, outputs)
-            with torch.no_grad():
-                logits = main_output(outputs).float()
-                if logits.shape[-2:] != y.shape[-2:]:
-                    logits = torch.nn.functional.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
-                acc = ((logits > 0) == (y > 0.5)).float().mean().item()
+            acc = self.pixel_accuracy(outputs, y) if self.track_accuracy else 0.0
             total_loss += loss.item()
             total_acc += acc
             seen += x.shape[0]
             if bar is not None:
                 rate = seen * self.dist.world / (time.perf_counter() - t0)
-                bar.set_postfix(loss=f"{total_loss / (step + 1):.4f}", acc=f"{total_acc / (step + 1):.3f}", img_s=f"{rate:.1f}", refresh=False)
+                shown = {"loss": f"{total_loss / (step + 1):.4f}", "img_s": f"{rate:.1f}"}
+                if self.track_accuracy:
+                    shown["acc"] = f"{total_acc / (step + 1):.3f}"
+                bar.set_postfix(**shown, refresh=False)
                 bar.update(1)
         steps = step + 1 if seen else 1
         elapsed = time.perf_counter() - t0
-        out = {"train_loss": self.dist.mean(total_loss / steps), "train_acc": self.dist.mean(total_acc / steps),
-               "img_per_s": seen * self.dist.world / elapsed, "epoch_s": elapsed}
+        out = {self.loss_name: self.dist.mean(total_loss / steps)}
+        if self.track_accuracy:
+            out["train_acc"] = self.dist.mean(total_acc / steps)
+        out.update(img_per_s=seen * self.dist.world / elapsed, epoch_s=elapsed)
         for plugin in self.plugins:
             out.update(plugin.epoch_metrics(self))
         return out
+
+    def batch_loss(self, batch, autocast) -> tuple:
+        """``(input, target, outputs, loss)`` of one batch of the task (here: segmentation)."""
+        x, y = batch
+        dev = self.dist.device
+        x = x.to(dev, non_blocking=True)
+        if self.cfg.train.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(dev, non_blocking=True)
+        with autocast:
+            outputs = self.ddp(x)
+        return x, y, outputs, self.loss_fn(outputs, y)
+
+    @staticmethod
+    @torch.no_grad()
+    def pixel_accuracy(outputs, y) -> float:
+        logits = main_output(outputs).float()
+        if logits.shape[-2:] != y.shape[-2:]:
+            logits = torch.nn.functional.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
+        return ((logits > 0) == (y > 0.5)).float().mean().item()
+
+    def header(self) -> str:
+        cfg = self.cfg
+        return (f"cleancut train: {cfg.model.arch} on {len(self.dataset)} pairs, val "
+                f"{ {k: len(v) for k, v in self.val_pairs.items()} }, {self.dist.world} process(es) on "
+                f"{self.dist.device}, {'bf16' if self.bf16 else 'fp32'}, batch {cfg.train.batch_size}, "
+                f"{self.steps_per_epoch} steps/epoch, pos_weight {self.pos_weight}")
 
     def validate(self) -> dict[str, float]:
         if not self.val_pairs:
@@ -436,10 +473,7 @@ class Trainer:
         start = time.perf_counter()
         main = self.dist.main
         if main:
-            print(f"cleancut train: {cfg.model.arch} on {len(self.dataset)} pairs, val "
-                  f"{ {k: len(v) for k, v in self.val_pairs.items()} }, {self.dist.world} process(es) on "
-                  f"{self.dist.device}, {'bf16' if self.bf16 else 'fp32'}, batch {cfg.train.batch_size}, "
-                  f"{self.steps_per_epoch} steps/epoch, pos_weight {self.pos_weight}", file=sys.stderr)
+            print(self.header(), file=sys.stderr)
         from tqdm import tqdm
 
         stop = False
@@ -515,9 +549,11 @@ def plot_history(history: list[dict], path: Path) -> None:
     epochs = [r["epoch"] for r in history]
     val_keys = sorted({k for r in history for k in r if "/" in k and k.split("/")[1] in ("wF", "maxF", "Sm", "IoU", "MAE")})
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train loss")
+    loss_key = next((k for k in ("train_loss", "recon_loss") if k in history[0]), "train_loss")
+    ax1.plot(epochs, [r[loss_key] for r in history], "o-", label=loss_key.replace("_", " "))
     ax1b = ax1.twinx()
-    ax1b.plot(epochs, [r["train_acc"] for r in history], "s--", color="tab:green", label="train pixel acc.")
+    if "train_acc" in history[0]:
+        ax1b.plot(epochs, [r["train_acc"] for r in history], "s--", color="tab:green", label="train pixel acc.")
     ax1.set(xlabel="epoch", ylabel="loss", title="Training")
     ax1b.set_ylabel("pixel accuracy")
     ax1.legend(loc="upper left", fontsize=8)

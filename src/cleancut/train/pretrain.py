@@ -19,9 +19,6 @@ steps_per_epoch, time_budget_min) sections are used; use the same ``model`` sect
 
 from __future__ import annotations
 
-import csv
-import json
-import sys
 import time
 from pathlib import Path
 
@@ -29,17 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import Dataset
 
-from ..datasets import IMAGE_EXTS
-from ..io import find_images
 from ..errors import ConfigError, DatasetError
+from ..io import IMAGE_SUFFIXES, find_images
 from ..preprocess import normalise
-from . import archs
-from .checkpoint import atomic_save
 from .config import Config
 from .data import MEAN, STD, load_rgb
-from .loop import lr_lambda, seed_everything
+from .loop import Trainer
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -59,7 +53,7 @@ def list_images(sources: list[str | Path]) -> list[Path]:
         else:
             raise DatasetError(f"--images {p}: not an image file or folder")
     if not out:
-        raise DatasetError(f"no images found in {', '.join(map(str, sources))} (extensions: {', '.join(IMAGE_EXTS)})")
+        raise DatasetError(f"no images found in {', '.join(map(str, sources))} (extensions: {', '.join(IMAGE_SUFFIXES)})")
     return out
 
 
@@ -152,90 +146,82 @@ def main_recon(outputs, size) -> torch.Tensor:
     return F.interpolate(out.float(), size=size, mode="bilinear", align_corners=False) if out.shape[-2:] != tuple(size) else out.float()
 
 
-# -- the run --------------------------------------------------------------------------------------
+# -- the run: the training loop of Trainer, with this task's data, heads and loss ----------------
+
+
+class Pretrainer(Trainer):
+    """:class:`~cleancut.train.loop.Trainer` on the masked-autoencoder task: the same loop,
+    checkpoints (``--resume`` included), schedule and atomic logs; the data are photos, the
+    network has reconstruction heads, the loss is :func:`reconstruction_loss`, and there is no
+    validation (the last checkpoint is also ``best.pt``)."""
+
+    loss_name = "recon_loss"
+    track_accuracy = False
+
+    def __init__(self, cfg: Config, images: list[Path], out_dir: str | Path, *, mask_ratio: float = 0.5,
+                 patch: int = 16, noise: float = 0.1, visible_weight: float = 0.1, max_images: int | None = None,
+                 resume: bool = False):
+        images = list(images)
+        if max_images and len(images) > max_images:
+            idx = np.random.default_rng(cfg.train.seed).permutation(len(images))[:max_images]
+            images = [images[i] for i in sorted(idx)]
+        self.images = images
+        self.settings = {"images": len(images), "mask_ratio": mask_ratio, "patch": patch, "noise": noise,
+                         "visible_weight": visible_weight}
+        super().__init__(cfg, out_dir, resume=resume)
+
+    def _build_data(self) -> None:
+        cfg, s = self.cfg, self.settings
+        t_load = time.perf_counter()
+        self.dataset = MaskedImageDataset(self.images, cfg.data.size, cfg.data.grayscale, cfg.train.seed,
+                                          s["mask_ratio"], s["patch"], s["noise"], s["visible_weight"])
+        self.load_seconds = time.perf_counter() - t_load
+        self.train_pairs, self.val_pairs = None, {}
+        self.per_proc_batch = max(1, cfg.train.batch_size // self.dist.world)
+        self.steps_per_epoch = len(self.dataset) // (self.per_proc_batch * self.dist.world)
+        if cfg.train.steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.steps_per_epoch)
+        if self.steps_per_epoch < 1:
+            raise ConfigError(f"{len(self.dataset)} images are fewer than one batch of {cfg.train.batch_size}; "
+                              "lower train.batch_size")
+
+    def adapt_model(self, model: nn.Module) -> nn.Module:
+        self.settings["heads"] = add_reconstruction_heads(model, 1 if self.cfg.data.grayscale else 3)
+        return model
+
+    def _pos_weight(self) -> float | None:
+        return None  # no masks
+
+    def batch_loss(self, batch, autocast) -> tuple:
+        corrupted, clean, weight = (t.to(self.dist.device, non_blocking=True) for t in batch)
+        if self.cfg.train.channels_last:
+            corrupted = corrupted.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            outputs = self.ddp(corrupted)
+        return corrupted, clean, outputs, reconstruction_loss(outputs, clean, weight, self.cfg.loss.aux_weight)
+
+    def checkpoint_extra(self) -> dict:
+        return {"pretrain": self.settings}
+
+    def header(self) -> str:
+        s = self.settings
+        return (f"cleancut pretrain: {self.cfg.model.arch} masked autoencoder on {s['images']} photos "
+                f"({self.load_seconds:.0f} s to decode), {self.steps_per_epoch} steps/epoch of "
+                f"{self.cfg.train.batch_size}, mask {s['mask_ratio']:.0%} of {s['patch']}px cells, noise "
+                f"{s['noise']}, on {self.dist.device}")
+
 
 def pretrain(cfg: Config, images: list[Path], out_dir: str | Path, *, mask_ratio: float = 0.5, patch: int = 16,
-             noise: float = 0.1, visible_weight: float = 0.1, max_images: int | None = None) -> dict:
+             noise: float = 0.1, visible_weight: float = 0.1, max_images: int | None = None,
+             resume: bool = False) -> dict:
     """Train ``cfg.model`` as a masked autoencoder on ``images``; write ``out_dir`` (config.yaml,
-    log.csv, history.json, recon.png, checkpoints/{last,best}.pt). Returns a summary."""
-    out = Path(out_dir)
-    ckpt_dir = out / "checkpoints"
-    if (ckpt_dir / "last.pt").exists():
-        raise ConfigError(f"{out} already holds a pre-training run; choose another --out")
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed)
-    images = list(images)
-    if max_images and len(images) > max_images:
-        idx = np.random.default_rng(cfg.train.seed).permutation(len(images))[:max_images]
-        images = [images[i] for i in sorted(idx)]
-    in_ch = 1 if cfg.data.grayscale else 3
-    model = archs.build(cfg.model.arch, in_channels=in_ch, **cfg.model.kwargs)
-    heads = add_reconstruction_heads(model, in_ch)
-    device = torch.device("cuda" if torch.cuda.is_available() and cfg.train.device in ("auto", "cuda") else "cpu")
-    model = model.to(device)
-    t_load = time.perf_counter()
-    ds = MaskedImageDataset(images, cfg.data.size, cfg.data.grayscale, cfg.train.seed, mask_ratio, patch, noise,
-                            visible_weight)
-    load_s = time.perf_counter() - t_load
-    batch = cfg.train.batch_size
-    steps = len(ds) // batch
-    if cfg.train.steps_per_epoch:
-        steps = min(steps, cfg.train.steps_per_epoch)
-    if steps < 1:
-        raise ConfigError(f"{len(ds)} images are fewer than one batch of {batch}; lower train.batch_size")
-    opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
-    optimizer = opt_cls(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, betas=tuple(cfg.optim.betas))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt_dir.mkdir(exist_ok=True)
-    cfg.save(out / "config.yaml")
-    settings = {"images": len(images), "mask_ratio": mask_ratio, "patch": patch, "noise": noise,
-                "visible_weight": visible_weight, "heads": heads}
-    print(f"cleancut pretrain: {cfg.model.arch} masked autoencoder on {len(images)} photos ({load_s:.0f} s to decode), "
-          f"{steps} steps/epoch of {batch}, mask {mask_ratio:.0%} of {patch}px cells, noise {noise}, on {device}",
-          file=sys.stderr)
-    history: list[dict] = []
-    start = time.perf_counter()
-    workers = cfg.data.num_workers
-    for epoch in range(cfg.train.epochs):
-        ds.epoch = epoch
-        sampler = RandomSampler(ds, generator=torch.Generator().manual_seed(cfg.train.seed * 100003 + epoch))
-        loader = DataLoader(ds, batch_size=batch, sampler=sampler, num_workers=workers, drop_last=True,
-                            multiprocessing_context="fork" if workers and sys.platform == "linux" else None)
-        model.train()
-        t0, total, n = time.perf_counter(), 0.0, 0
-        for step, (xc, x, w) in enumerate(loader):
-            if step >= steps:
-                break
-            xc, x, w = xc.to(device), x.to(device), w.to(device)
-            loss = reconstruction_loss(model(xc), x, w, cfg.loss.aux_weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.optim.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            total += loss.item()
-            n += 1
-        elapsed = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "recon_loss": total / max(1, n), "img_per_s": n * batch / elapsed, "epoch_s": elapsed,
-               "lr": optimizer.param_groups[0]["lr"], "elapsed_min": (time.perf_counter() - start) / 60}
-        history.append(row)
-        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), file=sys.stderr)
-        atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "epoch": epoch + 1, "history": history,
-                     "pretrain": settings}, ckpt_dir / "last.pt")
-        if cfg.train.time_budget_min and row["elapsed_min"] >= cfg.train.time_budget_min:
-            print(f"time budget of {cfg.train.time_budget_min} min reached", file=sys.stderr)
-            break
-    (ckpt_dir / "best.pt").write_bytes((ckpt_dir / "last.pt").read_bytes())  # no validation: the last is the best
-    with open(out / "log.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    plot_reconstructions(model, ds, out / "recon.png", device)
-    return {"epochs": len(history), "recon_loss": history[-1]["recon_loss"], "run": str(out), "images": len(images)}
+    log.csv, history.json, curves.png, recon.png, checkpoints/{last,best}.pt). Returns a summary."""
+    trainer = Pretrainer(cfg, images, out_dir, mask_ratio=mask_ratio, patch=patch, noise=noise,
+                         visible_weight=visible_weight, max_images=max_images, resume=resume)
+    summary = trainer.fit()
+    plot_reconstructions(trainer.model, trainer.dataset, Path(out_dir) / "recon.png", trainer.dist.device)
+    return {"epochs": summary["epochs"], "recon_loss": trainer.history[-1]["recon_loss"], "run": summary["run"],
+            "images": len(trainer.images)}
 
 
 def _show(x: torch.Tensor) -> np.ndarray:
