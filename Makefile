@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DATA   ?= ../shared/data
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast docs clean
 
 # torch 2.13.0 first: it is the CPU build (a plain `torch` requirement would pull CUDA wheels).
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +29,9 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
+## The documentation site into site/ (offline; --strict: a broken link or reference fails).
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
-	rm -rf $(VENV) .pytest_cache samples/out
+	rm -rf $(VENV) .pytest_cache samples/out site

@@ -43,18 +43,24 @@ def _missing() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def playwright_driver():
+    """One Playwright driver for the module (the sync API allows one at a time)."""
     reason = _missing()
     if reason:
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
-        try:
-            yield b
-        finally:
-            b.close()
+        yield p
+
+
+@pytest.fixture(scope="module")
+def browser(playwright_driver):
+    b = playwright_driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -262,23 +268,17 @@ def write_y4m(path: Path, rgb: np.ndarray, frames: int = 30) -> Path:
 
 
 @pytest.fixture(scope="module")
-def camera_browser(tmp_path_factory):
-    reason = _missing()
-    if reason:
-        pytest.skip(reason)
-    from playwright.sync_api import sync_playwright
-
+def camera_browser(playwright_driver, tmp_path_factory):
     folder = tmp_path_factory.mktemp("camera")
     photo = np.asarray(Image.open(synthetic_photo(folder / "frame.png", size=(320, 240))).convert("RGB"))
     clip = write_y4m(folder / "clip.y4m", photo)
     args = CHROMIUM_ARGS + ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                             f"--use-file-for-fake-video-capture={clip}"]
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
-        try:
-            yield b, photo
-        finally:
-            b.close()
+    b = playwright_driver.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)
+    try:
+        yield b, photo
+    finally:
+        b.close()
 
 
 def test_camera_frames_come_back_cut_out(camera_browser, server_url, tmp_path):
