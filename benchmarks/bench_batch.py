@@ -43,10 +43,8 @@ RUNS = {
     "batch --actors 1 --threads-per-actor 2": ["batch", "--actors", "1", "--threads-per-actor", "2"],
 }
 
-
-def _status(pid: int) -> dict[str, str]:
-    with open(f"/proc/{pid}/status") as fh:
-        return dict(line.rstrip("\n").split(":\t", 1) for line in fh if ":\t" in line)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
+from common import proc_status  # noqa: E402
 
 
 def _children(pid: int) -> list[int]:
@@ -78,7 +76,7 @@ class PeakRSS(threading.Thread):
                 pid = stack.pop()
                 stack += _children(pid)
                 try:
-                    hwm = float(_status(pid)["VmHWM"].split()[0]) / 1024.0
+                    hwm = float(proc_status(pid)["VmHWM"].split()[0]) / 1024.0
                     self.peaks[pid] = (_cmdline(pid), hwm)  # a Ray worker renames itself once it is an actor
                 except (OSError, KeyError):  # exited between listing and reading
                     continue

@@ -29,19 +29,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
-from common import davis_frames, encode_clip, machine, scaled, score, status_kb  # noqa: E402
+from common import davis_frames, encode_clip, machine, run_sampling_memory, scaled, score  # noqa: E402
 
 VIDEOS = ("cows", "paragliding-launch")
 SIZE = (854, 480)
@@ -56,24 +52,8 @@ def speed(args, workdir: Path) -> dict:
     stats_path = workdir / "stats.json"
     argv = [sys.executable, "-m", "cleancut", "live", str(clip), "-o", str(workdir / "out.webm"),
             "--bg-color", "green", "--stats-json", str(stats_path)] + (["--model", args.model] if args.model else [])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
-        str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH")])))
-    child = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-    stderr: list[str] = []
-    reader = threading.Thread(target=lambda: stderr.extend(child.stderr), daemon=True)
-    reader.start()
-    samples: list[tuple[float, int]] = []
-    peak = 0
-    t0 = time.perf_counter()
-    while child.poll() is None:
-        rss = status_kb(child.pid, "VmRSS")
-        peak = max(peak, status_kb(child.pid, "VmHWM") or 0)
-        if rss:
-            samples.append((time.perf_counter() - t0, rss))
-        time.sleep(1.0)
-    reader.join()
-    if child.returncode != 0:
-        raise SystemExit(f"cleancut live failed:\n{''.join(stderr)[-2000:]}")
+    run = run_sampling_memory(argv)
+    samples, peak = run["samples"], run["peak_kib"]
     stats = json.loads(stats_path.read_text())
     late = [rss for t, rss in samples if t >= 0.1 * samples[-1][0]] if samples else []
     result = {**stats, "source_frames": count, "seconds_of_video": args.seconds,

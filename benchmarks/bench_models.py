@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
+from common import latency_summary  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, spec_session in zip(args.models, sessions):
         row = {}
         for key, values in times[name].items():
-            ms = np.asarray(values) * 1000
-            row[key] = {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90))}
+            row[key] = latency_summary(values, quantiles=(90,))
         row["input"] = list(spec_session.spec.input_size)
         row["file_mb"] = spec_session.spec.path.stat().st_size / 1e6
         results["models"][name] = row

@@ -8,7 +8,7 @@ Prints, for one model:
 
 Example (the tiny test model; use ``--model cleancut-default`` for the real one)::
 
-    python tests/tiny_model.py /tmp/tiny-model
+    python -m cleancut.testing /tmp/tiny-model
     python benchmarks/bench_remove.py /work/shared/data/oxford-pets/im --model /tmp/tiny-model/tiny.onnx --limit 20
 
 Extra pipeline options can be given as ``--option name=value`` (e.g. ``--option alpha_matting=true``).
@@ -27,11 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1000.0
-    return {"median_ms": float(np.median(ms)), "p90_ms": float(np.percentile(ms, 90)),
-            "mean_ms": float(ms.mean())}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
+from common import latency_summary  # noqa: E402
 
 
 def _peak_rss_mb() -> float:
@@ -94,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": remover.spec.name, "input_size": list(remover.spec.input_size),
         "providers": remover.load().providers, "images": len(paths),
         "median_megapixels": float(np.median(megapixels)), "session_load_s": load_s,
-        "model_latency": _percentiles(model_times), "full_latency": _percentiles(full_times),
+        "model_latency": latency_summary(model_times), "full_latency": latency_summary(full_times),
         "throughput_images_per_s": {str(k): v for k, v in throughput.items()},
         "peak_rss_mb": _peak_rss_mb(), "cpu": platform.processor() or platform.machine(),
         "options": options.to_mapping(scope="request"),

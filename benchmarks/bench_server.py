@@ -17,14 +17,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import platform
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,84 +28,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    """VmRSS (resident now) and VmHWM (peak resident) of a process, in KiB."""
-    values = {}
-    with open(f"/proc/{pid}/status") as fh:
-        for line in fh:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0])
-    return values
-
-
-def synthetic_photo(width: int, height: int, seed: int = 0) -> bytes:
-    """A JPEG photo-like image: a bright subject on a dark, textured background."""
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    y = np.linspace(0, 1, height)[:, None, None]
-    bg = np.array([18, 26, 48]) + y * np.array([30, 22, 40]) + rng.normal(0, 6, (height, width, 3))
-    img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
-    ImageDraw.Draw(img).ellipse((width * 0.3, height * 0.15, width * 0.7, height * 0.85), fill=(250, 210, 120))
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-def build_tiny_model(folder: Path, size: int) -> Path:
-    sys.path.insert(0, str(REPO / "tests"))
-    from tiny_model import write_tiny_model
-
-    return write_tiny_model(folder, name="tiny", input_size=(size, size))
-
-
-def start_server(args, model: str, port: int, log_path: Path, extra: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "cleancut", "serve", "--model", model, "--host", "127.0.0.1",
-           "--port", str(port), "--workers", str(args.workers), "--max-queue", str(args.max_queue),
-           "--log-level", args.log_level, *extra]
-    if args.threads:
-        cmd += ["--threads", str(args.threads)]
-    log = open(log_path, "w")
-    return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-
-
-def wait_ready(proc: subprocess.Popen, base: str, log_path: Path, timeout: float = 120.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with code {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"the server did not answer /healthz within {timeout:.0f}s:\n{log_path.read_text()}")
-
-
-def stop_server(proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    """SIGTERM (the server finishes what is in flight), then kill if it does not exit."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
+from common import (build_tiny_model, free_port, latency_summary, memory_kib, start_server,  # noqa: E402
+                    stop_server, synthetic_photo, wait_ready)
 
 
 def run_load(base: str, photo: bytes, params: dict, n_requests: int, n_clients: int, pid: int,
@@ -166,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="cleancut-default",
                         help="registered model name or .onnx path (default: cleancut-default)")
     parser.add_argument("--tiny", action="store_true",
-                        help="build the tiny test model (tests/tiny_model.py) and serve it instead of --model")
+                        help="build the tiny test model (cleancut.testing) and serve it instead of --model")
     parser.add_argument("--tiny-size", type=int, default=320, help="input size of the tiny model (default: 320)")
     parser.add_argument("--requests", type=int, default=1000, help="requests to send (default: 1000)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default: 8)")
@@ -213,15 +135,15 @@ def main(argv: list[str] | None = None) -> int:
         stop_server(proc)
         shutil.rmtree(workdir)
 
-    ms = np.asarray(latencies) * 1000.0
+    latency = latency_summary(latencies, quantiles=(50, 95, 99))
     errors = {str(k): v for k, v in statuses.items() if k != 200}
     result = {
-        "model": model if not args.tiny else f"tiny {args.tiny_size}x{args.tiny_size} (tests/tiny_model.py)",
+        "model": model if not args.tiny else f"tiny {args.tiny_size}x{args.tiny_size} (cleancut.testing)",
         "photo": photo_desc, "photo_bytes": len(photo), "options": params,
         "requests": args.requests, "clients": args.clients, "workers": args.workers, "max_queue": args.max_queue,
         "wall_s": wall, "requests_per_s": args.requests / wall,
-        "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)),
-        "p99_ms": float(np.percentile(ms, 99)), "errors": sum(errors.values()), "errors_by_status": errors,
+        "p50_ms": latency["p50_ms"], "p95_ms": latency["p95_ms"],
+        "p99_ms": latency["p99_ms"], "errors": sum(errors.values()), "errors_by_status": errors,
         "rss_idle_mib": idle["VmRSS"] / 1024, "rss_start_mib": start_mem["VmRSS"] / 1024,
         "peak_start_mib": start_mem["VmHWM"] / 1024, "rss_end_mib": end_mem["VmRSS"] / 1024,
         "peak_end_mib": end_mem["VmHWM"] / 1024,

@@ -39,11 +39,8 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -51,7 +48,7 @@ import numpy as np
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/common.py
-from common import davis_frames, encode_clip, machine, scaled, score, status_kb  # noqa: E402
+from common import davis_frames, encode_clip, machine, run_sampling_memory, scaled, score  # noqa: E402
 
 VIDEOS = ("cows", "paragliding-launch")
 CLIP_RATE = 24
@@ -229,27 +226,10 @@ def memory(args, workdir: Path) -> dict:
     encode_clip(clip, _synthetic_frames(frames, rate=rate), (1920, 1080), rate, crf=28, audio=True, preset="ultrafast")
     print(f"  generated {frames} frames ({args.memory_seconds} s) of 1080p in "
           f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [
-        str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH")])))
     argv = [sys.executable, "-m", "cleancut", "video", str(clip), "-o", str(workdir / "long.webm"),
             "--overwrite"] + (["--model", args.model] if args.model else [])
-    samples: list[tuple[float, int]] = []
-    child = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
-    stderr: list[str] = []
-    reader = threading.Thread(target=lambda: stderr.extend(child.stderr), daemon=True)
-    reader.start()
-    t0 = time.perf_counter()
-    peak = 0
-    while child.poll() is None:
-        rss = status_kb(child.pid, "VmRSS")
-        peak = max(peak, status_kb(child.pid, "VmHWM") or 0)
-        if rss:
-            samples.append((time.perf_counter() - t0, rss))
-        time.sleep(1.0)
-    reader.join()
-    if child.returncode != 0:
-        raise SystemExit(f"cleancut video failed:\n{''.join(stderr)[-2000:]}")
-    total = time.perf_counter() - t0
+    run = run_sampling_memory(argv)
+    samples, peak, total, stderr = run["samples"], run["peak_kib"], run["wall_seconds"], run["stderr"]
     mib = lambda kb: kb / 1024.0  # noqa: E731
     points = {}
     for share in (0.05, 0.25, 0.5, 0.75, 1.0):

@@ -30,7 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_server import free_port, start_server, stop_server, wait_ready  # noqa: E402
+from common import free_port, start_server, stop_server, wait_ready  # noqa: E402
 
 
 def timed(cmd: list[str], env: dict | None = None) -> float:

@@ -67,11 +67,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent / "tests"))
 
-from bench_server import (build_tiny_model, free_port, memory_kib, start_server, stop_server,  # noqa: E402
+from common import (build_tiny_model, free_port, memory_kib, start_server, stop_server,  # noqa: E402
                           synthetic_photo, wait_ready)
-from formdata import content_type as form_type, form_data  # noqa: E402
+from cleancut.testing import content_type as form_type, form_data  # noqa: E402
 
 SAFE_DISPOSITION = re.compile(rb'inline; filename="[A-Za-z0-9._-]{1,100}"')
 MIX = {"good": 44, "slow": 2, "truncated": 5, "bit-flipped": 4, "bomb": 3, "not an image": 4,
@@ -476,7 +475,7 @@ def percentiles(values: list[float]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="cleancut-default", help="model to serve (default: cleancut-default)")
-    parser.add_argument("--tiny", action="store_true", help="serve the tiny test model (tests/tiny_model.py) instead")
+    parser.add_argument("--tiny", action="store_true", help="serve the tiny test model (cleancut.testing) instead")
     parser.add_argument("--requests", type=int, default=10_000, help="requests to send (default: 10000)")
     parser.add_argument("--concurrency", type=int, default=16, help="concurrent clients (default: 16)")
     parser.add_argument("--warmup", type=int, default=300,
@@ -522,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     proc = start_server(args, model, port, log_path, extra=extra, env=env)
     samples: list = []
-    report: dict = {"model": "tiny 320x320 (tests/tiny_model.py)" if args.tiny else model,
+    report: dict = {"model": "tiny 320x320 (cleancut.testing)" if args.tiny else model,
                     "requests_planned": args.requests, "concurrency": args.concurrency, "workers": args.workers,
                     "max_queue": args.max_queue, "max_upload_mb": args.max_upload_mb, "max_pixels": args.max_pixels,
                     "seed": args.seed, "cpus": os.cpu_count()}

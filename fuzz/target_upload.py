@@ -1,6 +1,6 @@
 """Fuzz target ``upload``: ``POST /api/remove`` of ``cleancut serve``, driven through its ASGI app.
 
-The app runs the tiny test model (``tests/tiny_model.py``) with one worker, a 256 KiB upload cap
+The app runs the tiny test model (``cleancut.testing``) with one worker, a 256 KiB upload cap
 and a 512 x 512 pixel cap, started once (ASGI lifespan) in the target's own event loop; each
 input is one request, with no network in between. The input is::
 
@@ -48,8 +48,7 @@ class Server:
     """The app of ``cleancut serve`` on the tiny model, started in its own event loop."""
 
     def __init__(self) -> None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from tiny_model import write_tiny_model
+        from cleancut.testing import write_tiny_model
 
         from cleancut.options import RemoveOptions
         from cleancut.server import ServerSettings, create_app
@@ -123,7 +122,7 @@ def encode_input(query: str, content_type: str, body: bytes, flags: int = 0) -> 
 
 def seeds() -> dict[str, bytes]:
     from corpus import image_seeds  # both put tests/ on sys.path
-    from formdata import content_type, form_data as multipart
+    from cleancut.testing import content_type, form_data as multipart
 
     images = image_seeds()
     form = content_type()

@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny ONNX model (see tests/tiny_model.py) and synthetic images.
+"""Shared fixtures: a tiny ONNX model (see cleancut.testing) and synthetic images.
 
 * ``tiny_model``    path of the tiny .onnx (its .json spec beside it), built once per session;
 * ``tiny_registry`` registers the tiny model as ``cleancut-default`` (plus ``tiny-gray``) by
@@ -22,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tiny_model import square_image, write_tiny_model  # noqa: E402
+from cleancut.testing import square_image, write_tiny_model  # noqa: E402
 
 try:  # property-based tests (tests/test_properties.py): few examples in CI, many on request
     from hypothesis import HealthCheck, settings

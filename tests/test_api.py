@@ -223,7 +223,7 @@ import sys
 import numpy as np
 from PIL import Image
 sys.path.insert(0, {str(TESTS)!r})
-from tiny_model import square_image
+from cleancut.testing import square_image
 import cleancut
 img = square_image((64, 48))
 out = cleancut.remove(img, model={str(tiny_model)!r}, remove_islands=0.01, fill_holes=1, feather=1,

@@ -33,7 +33,7 @@ from cleancut.cli import main
 from cleancut.errors import ConfigError
 from cleancut.jobs import plan_jobs
 from cleancut.options import RemoveOptions
-from tiny_model import BAD_IMAGES, write_bad_images
+from cleancut.testing import BAD_IMAGES, write_bad_images
 
 SIZE = (64, 48)
 MB = 1024 ** 2

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cleancut.cli import main
-from tiny_model import write_bad_images
+from cleancut.testing import write_bad_images
 
 SIZE = (64, 48)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from serving import free_port, stop, wait_healthy
-from tiny_model import square_image
+from cleancut.testing import square_image
 
 pytest.importorskip("pymatting", reason="the matting extra is not installed")
 
@@ -32,7 +32,7 @@ def test_a_slow_first_import_of_pymatting_is_announced_and_timed(tiny_model, tmp
     code = f"""
 import sys
 sys.path.insert(0, {str(TESTS)!r})
-from tiny_model import square_image
+from cleancut.testing import square_image
 import cleancut.refine as refine
 refine.COMPILE_NOTICE_AFTER_S = 0.0
 square_image((64, 48)).save({str(tmp_path / 'in.png')!r})

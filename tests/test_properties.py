@@ -226,7 +226,7 @@ def server(tiny_model):
 
 
 def _png(size=(24, 16), color=(255, 255, 255)) -> bytes:
-    from tiny_model import square_image
+    from cleancut.testing import square_image
 
     buf = io.BytesIO()
     square_image(size).save(buf, "PNG")

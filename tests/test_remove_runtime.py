@@ -13,7 +13,7 @@ from PIL import Image
 from cleancut.errors import ConfigError, ModelError
 from cleancut.models import get_model
 from cleancut.runtime import Session, choose_providers
-from tiny_model import expected_alpha, write_tiny_model
+from cleancut.testing import expected_alpha, write_tiny_model
 
 
 def test_prediction_matches_the_graph_at_model_size(tiny_model):

@@ -41,7 +41,7 @@ PACKAGE_DIR = str(Path(cleancut.__file__).resolve().parent)
 
 
 def png(size=(64, 48)) -> bytes:
-    from tiny_model import square_image
+    from cleancut.testing import square_image
 
     buf = io.BytesIO()
     square_image(size).save(buf, "PNG")

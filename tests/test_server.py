@@ -76,7 +76,7 @@ def subject_ok(img: Image.Image) -> None:
 
 @pytest.fixture(scope="module")
 def photo(tmp_path_factory) -> bytes:
-    from tiny_model import square_image
+    from cleancut.testing import square_image
 
     return encode(square_image(SIZE))
 
@@ -486,7 +486,7 @@ def test_503_is_answered_without_reading_the_body(tiny_model, photo):
 
 
 def test_concurrent_requests_match_sequential_ones(tiny_model):
-    from tiny_model import square_image
+    from cleancut.testing import square_image
 
     images = [encode(square_image((40 + 8 * i, 30 + 5 * i), box=(i, 2 * i, 20 + 2 * i, 18 + i)))
               for i in range(8)]

@@ -14,7 +14,7 @@ from PIL import Image
 pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 from starlette.websockets import WebSocketDisconnect  # noqa: E402
-from tiny_model import square_image  # noqa: E402
+from cleancut.testing import square_image  # noqa: E402
 
 from cleancut.cli import main as cli_main  # noqa: E402
 from cleancut.server import ServerSettings, create_app  # noqa: E402

@@ -222,12 +222,18 @@ class Trainer:
         cfg = self.cfg
         self.train_pairs, self.val_pairs = select_data(cfg)
         self.dataset = SegDataset(self.train_pairs, cfg.data, seed=cfg.train.seed, train=True)
+        self._count_steps("training pairs")
+
+    def _count_steps(self, what: str) -> None:
+        """The batch per process and the steps of an epoch over ``self.dataset``."""
+        cfg = self.cfg
         self.per_proc_batch = max(1, cfg.train.batch_size // self.dist.world)
         self.steps_per_epoch = len(self.dataset) // (self.per_proc_batch * self.dist.world)
         if cfg.train.steps_per_epoch:
             self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.steps_per_epoch)
         if self.steps_per_epoch < 1:
-            raise ConfigError(f"{len(self.dataset)} training pairs are fewer than one batch of {cfg.train.batch_size}; lower train.batch_size")
+            raise ConfigError(f"{len(self.dataset)} {what} are fewer than one batch of {cfg.train.batch_size}; "
+                              "lower train.batch_size")
 
     def _build_model(self, resume: bool, init: str | None) -> None:
         """The architecture (its ``encoder``, pretrained or initialised weights), on the device,

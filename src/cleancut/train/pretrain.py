@@ -177,13 +177,7 @@ class Pretrainer(Trainer):
                                           s["mask_ratio"], s["patch"], s["noise"], s["visible_weight"])
         self.load_seconds = time.perf_counter() - t_load
         self.train_pairs, self.val_pairs = None, {}
-        self.per_proc_batch = max(1, cfg.train.batch_size // self.dist.world)
-        self.steps_per_epoch = len(self.dataset) // (self.per_proc_batch * self.dist.world)
-        if cfg.train.steps_per_epoch:
-            self.steps_per_epoch = min(self.steps_per_epoch, cfg.train.steps_per_epoch)
-        if self.steps_per_epoch < 1:
-            raise ConfigError(f"{len(self.dataset)} images are fewer than one batch of {cfg.train.batch_size}; "
-                              "lower train.batch_size")
+        self._count_steps("images")
 
     def adapt_model(self, model: nn.Module) -> nn.Module:
         self.settings["heads"] = add_reconstruction_heads(model, 1 if self.cfg.data.grayscale else 3)

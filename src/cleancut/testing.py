@@ -1,4 +1,6 @@
-"""A tiny, deterministic ONNX model built with ``onnx.helper`` (no torch), for tests and benchmarks.
+"""Helpers for tests, fuzz targets and benchmarks: a tiny, deterministic ONNX model built with
+``onnx.helper`` (no torch; needs the ``onnx`` package of the ``train`` extra), test pictures, and
+multipart bodies built by hand. Nothing in cleancut imports this module.
 
 The graph follows the cleancut ONNX contract and computes, per pixel,
 
@@ -10,7 +12,7 @@ alpha ~ 1 on the square and ~ 0 elsewhere. The batch dimension is dynamic unless
 
 Command line (writes ``<folder>/<name>.onnx`` and ``.json``, prints the .onnx path)::
 
-    python tests/tiny_model.py /tmp/tiny-model [--name tiny] [--size 64]
+    python -m cleancut.testing /tmp/tiny-model [--name tiny] [--size 64]
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cleancut.models import ModelSpec, file_sha256
+from .models import ModelSpec, file_sha256
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -122,6 +124,30 @@ def write_bad_images(folder: str | Path) -> list[tuple[str, str]]:
     (folder / "corrupt.webp").write_bytes(b"RIFF\x10\x00\x00\x00WEBPVP8 " + os.urandom(40))
     square_image((200, 200)).save(folder / "big.png")
     return BAD_IMAGES
+
+
+# -- multipart/form-data bodies built by hand, so that tests, the upload fuzz target and the soak test
+# can send exactly what a client might: any field names, file names (quotes, separators, line
+# breaks ...), content types and bytes.
+
+BOUNDARY = "cleancutBoundary7MA4YWxk"
+
+
+def form_data(parts: list[tuple[str, str | bytes | None, bytes]], boundary: str = BOUNDARY) -> bytes:
+    """The body for ``parts``: ``(field name, file name or None for a text field, data)``. A
+    file name given as bytes is sent as it is (hostile names); as str it is UTF-8 encoded."""
+    out = b""
+    for name, filename, data in parts:
+        head = f'Content-Disposition: form-data; name="{name}"'.encode()
+        if filename is not None:
+            raw = filename if isinstance(filename, bytes) else filename.encode()
+            head += b'; filename="' + raw + b'"\r\nContent-Type: application/octet-stream'
+        out += f"--{boundary}\r\n".encode() + head + b"\r\n\r\n" + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+def content_type(boundary: str = BOUNDARY) -> str:
+    return f"multipart/form-data; boundary={boundary}"
 
 
 def main(argv: list[str] | None = None) -> int:
