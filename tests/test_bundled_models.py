@@ -62,3 +62,41 @@ def test_variants_agree_with_their_source(spec_path):
         confident = (reference < 0.1) | (reference > 0.9)
         flipped = float(np.mean(diff[confident] > 0.5))
         assert diff.mean() < 0.03 and flipped < 0.01, (photo.name, float(diff.mean()), flipped)
+
+
+# -- the tiers: cleancut-hq is called better than the default only where its figures say so ----------
+
+REPO = Path(__file__).resolve().parents[1]
+TIER_WORDS = ("quality tier", "higher quality", "better than the default", "sharper")
+
+
+def _ahead_everywhere(hq: dict, default: dict) -> bool:
+    """hq at or above the default on maxF and weighted F, and at or below on MAE, on every split
+    both specs were measured on."""
+    splits = {k.split("/")[0] for k in hq if "/" in k} & {k.split("/")[0] for k in default if "/" in k}
+    assert splits, "the bundled specs carry no metrics"
+    return all(hq[f"{s}/maxF"] >= default[f"{s}/maxF"] and hq[f"{s}/wF"] >= default[f"{s}/wF"]
+               and hq[f"{s}/MAE"] <= default[f"{s}/MAE"] for s in splits)
+
+
+def test_hq_is_ranked_above_the_default_only_where_the_figures_say_so():
+    default = load_spec(BUNDLED_DIR / "cleancut-default.json")
+    hq = load_spec(BUNDLED_DIR / "cleancut-hq.json")
+    ahead = _ahead_everywhere(hq.extra["metrics"], default.extra["metrics"])
+    texts = {"cleancut-hq.json description": hq.description}
+    for rel in ("README.md", "docs/removing.md", "docs/benchmarks.md"):
+        lines = (REPO / rel).read_text().splitlines()
+        texts[rel] = "\n".join(line for line in lines if "cleancut-hq" in line)
+    for where, text in texts.items():
+        claims = [w for w in TIER_WORDS if w in text.lower()]
+        if ahead:
+            continue  # any wording is backed by the figures
+        assert not claims, f"{where} calls cleancut-hq {claims} but it is not ahead of the default on every split"
+
+
+def test_the_tier_rule_itself():
+    base = {"val/maxF": 0.97, "val/wF": 0.96, "val/MAE": 0.03, "val-objects/maxF": 0.92, "val-objects/wF": 0.89,
+            "val-objects/MAE": 0.024}
+    better = {k: v + (-0.001 if k.endswith("MAE") else 0.001) for k, v in base.items()}
+    mixed = {**better, "val/maxF": 0.96}
+    assert _ahead_everywhere(better, base) and not _ahead_everywhere(mixed, base)
