@@ -222,3 +222,8 @@ def test_nowhere_to_send_and_crop_are_refused(clip, tiny_model, capsys):
     assert "nowhere to send the results" in err
     assert main(["live", str(clip), "--preview", "--crop", "--model", str(tiny_model)]) == 2
     assert "--crop" in capsys.readouterr().err
+
+
+def test_max_frames_is_exact_although_the_model_runs_ahead(clip, tiny_model):
+    session = LiveSession(clip, pacing=False, max_frames=7, model=str(tiny_model))
+    assert [f.index for f in session] == list(range(7)) and session.stats.frames == 7

@@ -1,10 +1,11 @@
 """The live loop: every frame cut out as it arrives, never falling behind the source.
 
 A capture thread reads the source continuously and keeps only the newest frame in a one-frame
-slot. The loop (the caller's thread) takes the newest frame, runs the photo path on it (a
-:class:`~cleancut.api.Remover`'s ``predict_mask``, the causal smoother of
-:mod:`cleancut.video.smooth`, then :func:`~cleancut.pipeline.process` with the same
-:class:`~cleancut.options.RemoveOptions` as ``cleancut remove``) and hands the result on. When the
+slot. An inference thread takes the newest frame and runs the model on it (a
+:class:`~cleancut.api.Remover`'s ``predict_mask``, then the causal smoother of
+:mod:`cleancut.video.smooth`); the caller's thread composes it (:func:`~cleancut.pipeline.process`
+with the same :class:`~cleancut.options.RemoveOptions` as ``cleancut remove``) and hands the
+result on, while the model already works on the next frame. When the
 model is slower than the source, the frames that arrived meanwhile are *dropped* (counted), so
 the output stays current instead of lagging further and further behind. Without pacing (a file
 processed as fast as possible) the capture thread waits for the loop instead, and nothing is
@@ -25,6 +26,7 @@ import numpy as np
 
 from ..options import RemoveOptions, options_from_mapping
 from ..pipeline import process
+from ..video._threads import in_background
 from ..video.smooth import CausalParams, CausalSmoother
 from .sources import Captured, PyAVSource
 
@@ -156,14 +158,22 @@ class FrameProcessor:
         params = smooth if isinstance(smooth, CausalParams) else (CausalParams() if smooth else None)
         self.smoother = CausalSmoother(params) if params is not None else None
 
-    def __call__(self, image: "Image.Image", index: int = 0, captured: float | None = None) -> LiveFrame:
-        captured = time.monotonic() if captured is None else captured
+    def matte(self, image: "Image.Image") -> tuple["Image.Image", np.ndarray]:
+        """The frame as RGB and its smoothed matte (the model's part of the work)."""
         image = image if image.mode == "RGB" else image.convert("RGB")
         alpha = self.remover.predict_mask(image, max_pixels=self.options.max_pixels)
         if self.smoother is not None:
             alpha = self.smoother.push(image, alpha)
+        return image, alpha
+
+    def compose(self, image: "Image.Image", alpha: np.ndarray, index: int, captured: float) -> LiveFrame:
+        """The frame's result, as the options ask (refinement and composition)."""
         result = process(image, alpha, self.options)
         return LiveFrame(index, image, alpha, result, captured, time.monotonic() - captured)
+
+    def __call__(self, image: "Image.Image", index: int = 0, captured: float | None = None) -> LiveFrame:
+        captured = time.monotonic() if captured is None else captured
+        return self.compose(*self.matte(image), index, captured)
 
 
 class LiveSession:
@@ -185,6 +195,19 @@ class LiveSession:
         self.max_seconds = max_seconds
         self.stats = LiveStats()
 
+    def _mattes(self, slot: _Newest) -> Iterator[tuple[Captured, tuple["Image.Image", np.ndarray]]]:
+        while True:
+            if self.max_frames is not None and self.stats.frames >= self.max_frames:
+                return
+            if self.max_seconds is not None and self.stats.elapsed >= self.max_seconds:
+                return
+            item = slot.take()
+            self.stats.dropped = slot.dropped
+            self.stats.reconnects = self.source.reconnects
+            if item is None:
+                return
+            yield item, self.processor.matte(item.image)
+
     def _capture(self, slot: _Newest) -> None:
         try:
             for item in self.source.frames():
@@ -201,17 +224,12 @@ class LiveSession:
         worker = threading.Thread(target=self._capture, args=(slot,), name="cleancut-capture", daemon=True)
         worker.start()
         try:
-            while True:
+            # the model works on the next frame while this thread composes (and the caller writes)
+            # the current one: inference runs in its own thread, one frame ahead at most
+            for item, (image, alpha) in in_background(self._mattes(slot), 1, "cleancut-infer"):
                 if self.max_frames is not None and self.stats.frames >= self.max_frames:
-                    return
-                if self.max_seconds is not None and self.stats.elapsed >= self.max_seconds:
-                    return
-                item = slot.take()
-                self.stats.dropped = slot.dropped
-                self.stats.reconnects = self.source.reconnects
-                if item is None:
-                    return
-                frame = self.processor(item.image, item.index, item.captured)
+                    return  # the frame the model ran ahead on is not wanted
+                frame = self.processor.compose(image, alpha, item.index, item.captured)
                 self.stats.add(frame, frame.captured + frame.latency)
                 yield frame
         finally:
