@@ -563,7 +563,8 @@ def plot_history(history: list[dict], path: Path) -> None:
     ax1.set(xlabel="epoch", ylabel="loss", title="Training")
     ax1b.set_ylabel("pixel accuracy")
     ax1.legend(loc="upper left", fontsize=8)
-    ax1b.legend(loc="upper right", fontsize=8)
+    if "train_acc" in history[0]:
+        ax1b.legend(loc="upper right", fontsize=8)
     for key in val_keys:
         pts = [(r["epoch"], r[key]) for r in history if key in r]
         ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=key)
