@@ -119,6 +119,20 @@ def test_non_video_uploads_and_limits_are_clear_4xx(tiny_model, clip):
     with make_client(tiny_model, max_video_bytes=len(clip) - 1) as c:
         r = c.post("/api/video", content=clip)
         assert r.status_code == 413 and r.json()["detail"]["code"] == "upload_too_large"
+        assert "for a clip" in r.json()["error"]
+
+        def chunks():  # no Content-Length: the cap must hold while the multipart body is parsed
+            from cleancut.testing import form_data
+
+            body = form_data([("file", "clip.mp4", clip)])
+            for k in range(0, len(body), 4096):
+                yield body[k:k + 4096]
+
+        from cleancut.testing import content_type
+
+        r = c.post("/api/video", content=chunks(), headers={"Content-Type": content_type()})
+        assert r.status_code == 413 and r.json()["detail"]["code"] == "upload_too_large"
+        assert job_folders(c) == []
     with make_client(tiny_model, max_video_seconds=0.2) as c:
         r = c.post("/api/video", content=clip)
         assert r.status_code == 413 and "at most 0.2 s" in r.json()["error"]

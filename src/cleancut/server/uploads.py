@@ -31,7 +31,7 @@ class Upload:
     values: dict[str, str] = field(default_factory=dict)
 
 
-class _BodyTooLarge(Exception):
+class BodyTooLarge(Exception):
     def __init__(self, received: int):
         self.received = received
 
@@ -40,16 +40,19 @@ def mib(n: int) -> str:
     return f"{n / (1024 * 1024):.3g} MiB"
 
 
-def too_large(limit: int, received: int | None = None, declared: bool = False) -> ApiError:
-    what = (f"declares {received} bytes ({mib(received)})" if declared else
+PHOTO_UPLOAD = "the photo plus any background picture"
+
+
+def too_large(limit: int, received: int | None = None, declared: bool = False, what: str = PHOTO_UPLOAD) -> ApiError:
+    sent = (f"declares {received} bytes ({mib(received)})" if declared else
             f"sent more than {limit} bytes" if received is not None else "is too large")
     return ApiError(
-        413, f"request body {what}; the limit is {limit} bytes ({mib(limit)}) for the photo plus "
-             "any background picture. Send a smaller or more compressed image.",
+        413, f"request body {sent}; the limit is {limit} bytes ({mib(limit)}) for {what}. Send a "
+             "smaller or more compressed file.",
         "upload_too_large", limit_bytes=limit, received_bytes=received)
 
 
-def check_content_length(request: Request, limit: int) -> None:
+def check_content_length(request: Request, limit: int, what: str = PHOTO_UPLOAD) -> None:
     """413 at once when the declared body is over the limit (nothing is read)."""
     text = request.headers.get("content-length")
     if text is None:
@@ -60,15 +63,16 @@ def check_content_length(request: Request, limit: int) -> None:
         raise ApiError(400, f"invalid Content-Length header {text!r}; expected a number of bytes.",
                        "bad_content_length") from None
     if declared > limit:
-        raise too_large(limit, declared, declared=True)
+        raise too_large(limit, declared, declared=True, what=what)
 
 
-async def _capped(request: Request, limit: int) -> AsyncIterator[bytes]:
+async def capped_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
+    """The body's chunks; BodyTooLarge as soon as more than ``limit`` bytes arrived."""
     total = 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise _BodyTooLarge(total)
+            raise BodyTooLarge(total)
         if chunk:
             yield chunk
 
@@ -81,10 +85,10 @@ async def read_upload(request: Request, limit: int) -> Upload:
         if content_type.startswith("multipart/form-data"):
             return await _read_multipart(request, limit)
         data = bytearray()
-        async for chunk in _capped(request, limit):
+        async for chunk in capped_stream(request, limit):
             data += chunk
         return Upload(bytes(data))
-    except _BodyTooLarge as exc:
+    except BodyTooLarge as exc:
         raise too_large(limit, exc.received) from None
     except ClientDisconnect:
         raise ApiError(400, "the client disconnected before sending the whole request body.",
@@ -93,7 +97,7 @@ async def read_upload(request: Request, limit: int) -> Upload:
 
 async def _read_multipart(request: Request, limit: int) -> Upload:
     n_uploads = 1 + len(upload_options())
-    parser = MultiPartParser(request.headers, _capped(request, limit), max_files=n_uploads,
+    parser = MultiPartParser(request.headers, capped_stream(request, limit), max_files=n_uploads,
                              max_fields=len(value_options()) + 4)
     try:
         form = await parser.parse()

@@ -33,6 +33,8 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from ..errors import CleancutError, ConfigError, VideoError
@@ -41,7 +43,7 @@ from .errors import ApiError
 from .options import api_text, check_names
 from .routes import ERROR_RESPONSES, get_state
 from .state import ServerState, api_error
-from .uploads import PHOTO_FIELD, check_content_length, mib
+from .uploads import BodyTooLarge, PHOTO_FIELD, capped_stream, check_content_length, too_large
 
 log = logging.getLogger("cleancut.server")
 OUTPUTS = {"webm": "video/webm", "mov": "video/quicktime", "mp4": "video/mp4"}
@@ -205,42 +207,40 @@ def get_jobs(request: Request) -> VideoJobs:
 
 
 async def _save_upload(request: Request, path: Path, limit: int) -> dict[str, str]:
-    """The clip, streamed to ``path`` with a byte cap: the raw body, or the multipart field
-    ``file`` (whose other fields are returned). A client that disconnects leaves nothing behind
-    (the caller removes the folder)."""
-    check_content_length(request, limit)
-    content_type = request.headers.get("content-type", "")
-    received = 0
-
-    def too_large() -> ApiError:
-        return ApiError(413, f"the clip is over this server's limit of {limit} bytes ({mib(limit)}); send a "
-                             "shorter or more compressed clip.", "upload_too_large", limit_bytes=limit)
-
-    if content_type.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=20)
-        try:
-            part = form.get(PHOTO_FIELD)
-            if part is None or isinstance(part, str):
-                raise ApiError(400, f"expected the clip in the multipart file field '{PHOTO_FIELD}'.", "no_file")
+    """The clip, streamed to ``path`` with a byte cap (the image uploads' capped reader, so the
+    cap holds while a multipart body is parsed too): the raw body, or the multipart field ``file``,
+    whose text fields are returned. A client that disconnects leaves nothing behind (the caller
+    removes the folder)."""
+    what = "a clip"
+    check_content_length(request, limit, what)
+    try:
+        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            parser = MultiPartParser(request.headers, capped_stream(request, limit), max_files=1, max_fields=20)
+            try:
+                form = await parser.parse()
+            except MultiPartException as exc:
+                raise ApiError(400, f"cannot parse the multipart/form-data body: {exc}", "bad_multipart") from None
+            try:
+                part = form.get(PHOTO_FIELD)
+                if not isinstance(part, UploadFile):
+                    raise ApiError(400, f"expected the clip in the multipart file field '{PHOTO_FIELD}'.", "no_file")
+                with open(path, "wb") as fh:
+                    while chunk := await part.read(1 << 20):
+                        fh.write(chunk)
+                fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+            finally:
+                await form.close()
+        else:
+            fields = {}
             with open(path, "wb") as fh:
-                while chunk := await part.read(1 << 20):
-                    received += len(chunk)
-                    if received > limit:
-                        raise too_large()
+                async for chunk in capped_stream(request, limit):
                     fh.write(chunk)
-            return dict((k, v) for k, v in form.multi_items() if isinstance(v, str))
-        finally:
-            await form.close()
-    with open(path, "wb") as fh:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise too_large()
-            fh.write(chunk)
-    if received == 0:
-        raise ApiError(400, "the request body is empty; send the clip as the body or as the multipart field "
+    except BodyTooLarge as exc:
+        raise too_large(limit, exc.received, what=what) from None
+    if path.stat().st_size == 0:
+        raise ApiError(400, "the clip is empty; send it as the request body or as the multipart field "
                             f"'{PHOTO_FIELD}'.", "empty_body")
-    return {}
+    return fields
 
 
 def _job_options(state: ServerState, values: dict[str, Any]) -> tuple[RemoveOptions, str, bool]:
