@@ -227,3 +227,56 @@ def test_nowhere_to_send_and_crop_are_refused(clip, tiny_model, capsys):
 def test_max_frames_is_exact_although_the_model_runs_ahead(clip, tiny_model):
     session = LiveSession(clip, pacing=False, max_frames=7, model=str(tiny_model))
     assert [f.index for f in session] == list(range(7)) and session.stats.frames == 7
+
+
+class _Recording:
+    def __init__(self, fail_at: int | None = None, delay: float = 0.0):
+        self.written: list[int] = []
+        self.closed: list[bool] = []
+        self.fail_at, self.delay = fail_at, delay
+        self.thread: str | None = None
+
+    def write(self, frame) -> None:
+        self.thread = threading.current_thread().name
+        time.sleep(self.delay)
+        if frame == self.fail_at:
+            raise RuntimeError(f"disk full at frame {frame}")
+        self.written.append(frame)
+
+    def close(self, ok: bool = True) -> None:
+        self.closed.append(ok)
+
+
+def test_background_sinks_write_every_frame_in_order_off_the_callers_thread():
+    from cleancut.live.sinks import BackgroundSinks
+
+    a, b = _Recording(delay=0.002), _Recording()
+    writer = BackgroundSinks([a, b], depth=2)
+    for i in range(20):
+        writer.write(i)
+    writer.close()
+    assert a.written == b.written == list(range(20))
+    assert a.closed == b.closed == [True]
+    assert a.thread == "cleancut-sinks" != threading.current_thread().name
+
+
+def test_background_sinks_raise_a_sinks_error_and_abandon_the_output():
+    from cleancut.live.sinks import BackgroundSinks
+
+    sink = _Recording(fail_at=3)
+    writer = BackgroundSinks([sink], depth=1)
+    with pytest.raises(RuntimeError, match="disk full at frame 3"):
+        for i in range(50):
+            writer.write(i)
+            time.sleep(0.001)
+    writer.close(ok=False)
+    assert sink.written == [0, 1, 2]  # nothing after the failure
+    assert sink.closed == [False]  # the half-written output is abandoned, not finished
+
+    late = _Recording(fail_at=1)
+    writer = BackgroundSinks([late])
+    writer.write(0)
+    writer.write(1)  # fails on the thread; close() reports it
+    with pytest.raises(RuntimeError, match="frame 1"):
+        writer.close()
+    assert late.closed == [False]

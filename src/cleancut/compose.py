@@ -54,9 +54,18 @@ def cutout(foreground: np.ndarray, alpha: np.ndarray) -> Image.Image:
 
 
 def _blend(foreground: np.ndarray, background: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``foreground * a + background * (1 - a)``, rounded to uint8. ``background`` is an HxWx3
+    array or one colour (3 values, broadcast). Computed in place as ``bg + (fg - bg) * a``: a
+    frame of a live stream is composed in a few milliseconds."""
     a = np.clip(alpha, 0.0, 1.0)[:, :, None]
-    out = foreground.astype(np.float32) * a + background.astype(np.float32) * (1.0 - a)
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    bg = np.asarray(background, np.float32)
+    out = foreground.astype(np.float32)
+    out -= bg
+    out *= a
+    out += bg
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
 
 
 def over_color(foreground: np.ndarray, alpha: np.ndarray, color: tuple[int, ...]) -> Image.Image:
@@ -64,8 +73,7 @@ def over_color(foreground: np.ndarray, alpha: np.ndarray, color: tuple[int, ...]
     rgb = np.asarray(color[:3], np.float32)
     opacity = (color[3] if len(color) > 3 else 255) / 255.0
     if opacity >= 1.0:
-        background = np.broadcast_to(rgb, foreground.shape)
-        return Image.fromarray(_blend(foreground, background, alpha), "RGB")
+        return Image.fromarray(_blend(foreground, rgb, alpha), "RGB")
     a = np.clip(alpha, 0.0, 1.0)[:, :, None]
     out_a = a + opacity * (1.0 - a)
     premultiplied = foreground.astype(np.float32) * a + rgb * opacity * (1.0 - a)

@@ -52,7 +52,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..live.session import LiveSession
-    from ..live.sinks import PreviewSink, open_sink
+    from ..live.sinks import BackgroundSinks, PreviewSink, open_sink
 
     options = options_from_namespace(args)
     if not args.output and not args.preview:
@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("refusing to write raw frames to a terminal; pipe stdout into a player or a file.")
     session = LiveSession(args.source, options, smooth=args.smooth, pacing=args.pacing,
                           max_frames=args.max_frames, max_seconds=args.max_seconds)
-    sinks = [open_sink(target, session.options, session.source.rate) for target in args.output]
+    sinks: list = [BackgroundSinks([open_sink(target, session.options, session.source.rate)
+                                    for target in args.output])] if args.output else []
     if args.preview:
         sinks.append(PreviewSink())
     show = sys.stderr.isatty()
