@@ -280,3 +280,42 @@ def test_background_sinks_raise_a_sinks_error_and_abandon_the_output():
     with pytest.raises(RuntimeError, match="frame 1"):
         writer.close()
     assert late.closed == [False]
+
+
+def test_cli_streams_h264_over_tcp_to_a_listening_player(clip, tiny_model, capsys):
+    """``-o tcp://host:port``: H.264 in MPEG-TS, received here by a PyAV reader that listens the
+    way ``ffplay tcp://...?listen`` does, decoded frame by frame."""
+    import socket
+
+    import av
+
+    with socket.socket() as probe_socket:
+        probe_socket.bind(("127.0.0.1", 0))
+        port = probe_socket.getsockname()[1]
+    received: list[np.ndarray] = []
+    errors: list[BaseException] = []
+    listening = threading.Event()
+
+    def player() -> None:
+        try:
+            listening.set()
+            with av.open(f"tcp://127.0.0.1:{port}?listen=1&listen_timeout=20000", format="mpegts",
+                         timeout=20) as container:
+                for frame in container.decode(video=0):
+                    received.append(frame.to_ndarray(format="rgb24"))
+        except BaseException as exc:  # reported by the assertion below
+            errors.append(exc)
+
+    thread = threading.Thread(target=player, daemon=True)
+    thread.start()
+    listening.wait()
+    time.sleep(0.5)  # the reader's listen() has been called
+    code = main(["live", str(clip), "--no-pacing", "-o", f"tcp://127.0.0.1:{port}", "--bg-color", "green",
+                 "--model", str(tiny_model)])
+    thread.join(timeout=30)
+    assert code == 0, capsys.readouterr().err
+    assert not errors, errors
+    assert len(received) == 30 and received[0].shape == (SIZE[1], SIZE[0], 3)
+    corner, inside = received[0][2, 2].astype(int), received[0][24, 26].astype(int)
+    assert np.abs(corner - (0, 128, 0)).max() <= 12  # background composited over CSS green
+    assert inside.min() >= 200  # the white rectangle kept

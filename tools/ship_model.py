@@ -1,6 +1,7 @@
 """Put an exported model into the package as a bundled model, with its metrics measured.
 
-    python tools/ship_model.py runs/candidate.onnx --data ../shared/data \
+    python tools/ship_model.py runs/candidate.onnx --data ../shared/data datasets \
+        --splits val val-objects duts-val duts-te \
         --epochs "12 + 8 + 24 + 14 (phases 1-4)" --weights "WiSE-FT average of ..."
 
 The candidate is an ``.onnx`` file with the JSON spec ``cleancut export`` (or
@@ -48,11 +49,11 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def measure(candidate: Path, data: str, splits: list[str], threads: int | None) -> dict[str, float]:
+def measure(candidate: Path, data: list[str], splits: list[str], threads: int | None) -> dict[str, float]:
     spec = load_spec(candidate)
     model = OnnxModel(spec, threads=threads)
     metrics = {}
-    for split, pairs in select([data], splits).items():
+    for split, pairs in select(data, splits).items():
         for key, value in evaluate(model, pairs).results().items():
             metrics[f"{split}/{key}"] = round(float(value), 4)
     return metrics
@@ -80,7 +81,8 @@ def ship(candidate: Path, name: str, models_dir: Path, metrics: dict[str, float]
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("candidate", type=Path, help="exported .onnx with its .json spec beside it")
-    p.add_argument("--data", required=True, help="dataset root with splits.csv")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="dataset root(s): with splits.csv, or DUTS in its official layout (duts-val, duts-te)")
     p.add_argument("--splits", nargs="+", default=["val", "val-objects"])
     p.add_argument("--name", default="cleancut-default", help="bundled name to write or replace")
     p.add_argument("--models-dir", type=Path, default=BUNDLED_DIR)
