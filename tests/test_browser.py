@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from cleancut.testing import write_y4m
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -251,27 +253,11 @@ def test_web_page_backgrounds_and_format(browser, server_url, tmp_path):
 # -- camera mode: getUserMedia -> WebSocket /api/stream -> canvas ---------------------------------------
 
 
-def write_y4m(path: Path, rgb: np.ndarray, frames: int = 30) -> Path:
-    """A Y4M clip (what Chromium's fake camera plays, looping) of one still RGB picture."""
-    h, w, _ = rgb.shape
-    x = rgb.astype(np.float32)
-    y = 16 + 0.257 * x[..., 0] + 0.504 * x[..., 1] + 0.098 * x[..., 2]
-    u = 128 - 0.148 * x[..., 0] - 0.291 * x[..., 1] + 0.439 * x[..., 2]
-    v = 128 + 0.439 * x[..., 0] - 0.368 * x[..., 1] - 0.071 * x[..., 2]
-    sub = lambda c: c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))  # noqa: E731  (4:2:0)
-    planes = b"".join(np.clip(np.rint(p), 0, 255).astype(np.uint8).tobytes() for p in (y, sub(u), sub(v)))
-    with open(path, "wb") as fh:
-        fh.write(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg\n".encode())
-        for _ in range(frames):
-            fh.write(b"FRAME\n" + planes)
-    return path
-
-
 @pytest.fixture(scope="module")
 def camera_browser(playwright_driver, tmp_path_factory):
     folder = tmp_path_factory.mktemp("camera")
     photo = np.asarray(Image.open(synthetic_photo(folder / "frame.png", size=(320, 240))).convert("RGB"))
-    clip = write_y4m(folder / "clip.y4m", photo)
+    clip = write_y4m(folder / "clip.y4m", [photo] * 30)
     args = CHROMIUM_ARGS + ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
                             f"--use-file-for-fake-video-capture={clip}"]
     b = playwright_driver.chromium.launch(executable_path=str(CHROMIUM), args=args, headless=True)

@@ -133,6 +133,24 @@ def write_bad_images(folder: str | Path) -> list[tuple[str, str]]:
 BOUNDARY = "cleancutBoundary7MA4YWxk"
 
 
+def write_y4m(path: str | Path, frames, rate: int = 30) -> Path:
+    """A Y4M clip (4:2:0, what Chromium's fake camera plays, looping) of RGB frames (HxWx3 uint8,
+    even sides, all the same size)."""
+    path = Path(path)
+    with open(path, "wb") as fh:
+        for k, rgb in enumerate(frames):
+            h, w, _ = rgb.shape
+            if k == 0:
+                fh.write(f"YUV4MPEG2 W{w} H{h} F{rate}:1 Ip A1:1 C420jpeg\n".encode())
+            x = rgb.astype(np.float32)
+            y = 16 + 0.257 * x[..., 0] + 0.504 * x[..., 1] + 0.098 * x[..., 2]
+            u = 128 - 0.148 * x[..., 0] - 0.291 * x[..., 1] + 0.439 * x[..., 2]
+            v = 128 + 0.439 * x[..., 0] - 0.368 * x[..., 1] - 0.071 * x[..., 2]
+            planes = [y] + [c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3)) for c in (u, v)]
+            fh.write(b"FRAME\n" + b"".join(np.clip(np.rint(p), 0, 255).astype(np.uint8).tobytes() for p in planes))
+    return path
+
+
 def form_data(parts: list[tuple[str, str | bytes | None, bytes]], boundary: str = BOUNDARY) -> bytes:
     """The body for ``parts``: ``(field name, file name or None for a text field, data)``. A
     file name given as bytes is sent as it is (hostile names); as str it is UTF-8 encoded."""
