@@ -77,7 +77,7 @@ def score(preds, lo: float, hi: float, temperature: float = 1.0, alpha_temperatu
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", help="registered name, .onnx or .json")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", nargs="+", required=True, help="dataset root(s): with splits.csv, or DUTS")
     p.add_argument("--split", nargs="+", default=["val"])
     p.add_argument("--stride", type=int, default=1, help="score every n-th pair of each split")
     p.add_argument("--threads", type=int, default=None)
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
                    help="largest maxF loss against the raw output allowed on any split (default: 0.0025)")
     args = p.parse_args(argv)
 
-    pairs = datasets.select([args.data], args.split)
+    pairs = datasets.select(args.data, args.split)
     rows = {c: {} for c in CANDIDATES}
     for split in args.split:
         preds = raw_predictions(args.model, pairs[split][:: args.stride], args.threads)

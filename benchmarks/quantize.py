@@ -178,7 +178,8 @@ def table(rows: dict[str, dict], splits: list[str]) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="cleancut-default", help="registered name or .onnx path (fp32)")
-    ap.add_argument("--data", default="../shared/data", help="dataset root with splits.csv")
+    ap.add_argument("--data", nargs="+", default=["../shared/data"],
+                    help="dataset root(s): with splits.csv, or DUTS in its official layout")
     ap.add_argument("--splits", nargs="+", default=["val", "val-objects"])
     ap.add_argument("--calib-split", default="train")
     ap.add_argument("--calib", type=int, default=160, help="calibration images (random, seed 0)")
@@ -202,7 +203,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     spec = get_model(args.model)
     spec.verify()
-    selected = datasets.select([args.data], [*args.splits, args.calib_split])
+    selected = datasets.select(args.data, [*args.splits, args.calib_split])
     splits = {s: selected[s] for s in args.splits}
     calib = random.Random(0).sample(selected[args.calib_split], min(args.calib, len(selected[args.calib_split])))
     with Image.open(splits[args.splits[0]][0].image) as im:
