@@ -250,7 +250,7 @@ class PreviewSink(Sink):
 
 class BackgroundSinks(Sink):
     """Other sinks fed from a thread of their own, so that encoding a frame overlaps the model's
-    work on the next one (on 2 cores: 17 -> 20 frames/s at 480p, see docs/benchmarks.md).
+    work on the next one (on 2 cores: 17 -> 20 frames/s at 480p, see docs/video.md).
 
     At most ``depth`` frames wait; beyond that :meth:`write` blocks, so a slow encoder slows the
     loop (whose capture then drops frames) instead of piling frames up in memory. An error of a
