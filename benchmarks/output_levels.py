@@ -30,7 +30,7 @@ from cleancut import datasets
 from cleancut.evaluate import OnnxModel, _batches
 from cleancut.metrics import SODMetrics
 from cleancut.models import get_model
-from cleancut.preprocess import resize_alpha, sharpen_alpha
+from cleancut.preprocess import finish_alpha
 
 # (low, high, graph temperature, alpha temperature); the first is the raw output
 CANDIDATES = [(0.0, 1.0, 1.0, 1.0), *((lo, 1.0 - lo, 1.0, 1.0) for lo in (0.05, 0.1, 0.15, 0.2, 0.3, 0.35, 0.4)),
@@ -70,7 +70,7 @@ def score(preds, lo: float, hi: float, temperature: float = 1.0, alpha_temperatu
     m = SODMetrics(curves=False)
     for prob, gt in preds:
         alpha = calibrate(prob, lo, hi, temperature)
-        m.add(sharpen_alpha(resize_alpha(alpha, (gt.shape[1], gt.shape[0])), alpha_temperature), gt)
+        m.add(finish_alpha(alpha, (gt.shape[1], gt.shape[0]), alpha_temperature), gt)
     return m.results()
 
 

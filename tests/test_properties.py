@@ -315,3 +315,48 @@ def test_process_keeps_shape_dtype_and_alpha_bounds(background_path, photo, opti
             assert np.abs(out_alpha.astype(int) - np.rint(expected * 255).astype(int)).max() <= 1
         if options.threshold is not None and options.feather == 0 and image.mode == "RGB":
             assert set(np.unique(out_alpha)) <= {0, 255}
+
+
+@given(hnp.arrays(np.float32, st.tuples(st.integers(1, 40), st.integers(1, 40)),
+                  elements=st.floats(-0.5, 1.5, width=32)),
+       st.floats(0.05, 1.0, exclude_max=True))  # 1: no sharpening, the alpha is handed back as it is
+def test_sharpened_alpha_follows_the_exact_curve(alpha, temperature):
+    from cleancut.preprocess import sharpen_alpha, sharpen_exact
+
+    fast = sharpen_alpha(alpha, temperature)
+    exact = sharpen_exact(np.clip(alpha, 0.0, 1.0), temperature)
+    assert fast.shape == alpha.shape and fast.dtype == np.float32
+    assert np.abs(fast - exact).max() <= 1.0 / (65535 * temperature) + 1e-6
+    assert ((0.0 <= fast) & (fast <= 1.0)).all()
+    order = np.argsort(alpha, axis=None, kind="stable")  # the ordering of the probabilities is kept
+    assert (np.diff(fast.ravel()[order]) >= 0).all()
+    assert not np.shares_memory(alpha, fast)  # the input is left alone
+
+
+@given(hnp.arrays(np.float32, st.tuples(st.integers(1, 30), st.integers(1, 30)), elements=st.floats(0, 1, width=32)),
+       st.tuples(st.integers(1, 70), st.integers(1, 70)), st.sampled_from([0.05, 0.2, 0.5, 1.0]))
+def test_finished_alpha_is_the_resized_then_sharpened_alpha(alpha, size, temperature):
+    from cleancut.preprocess import finish_alpha, resize_alpha, sharpen_exact
+
+    out = finish_alpha(alpha, size, temperature)
+    assert out.shape == (size[1], size[0]) and out.dtype == np.float32
+    expected = sharpen_exact(resize_alpha(alpha, size), temperature)
+    # 16-bit levels before and after the resize: a level and a rounding of the resize at most,
+    # times the sharpening's steepest slope (1 / temperature)
+    assert np.abs(out - expected).max() <= 2.5 / (65535 * temperature) + 1e-6
+
+
+@given(hnp.arrays(np.uint8, st.tuples(st.integers(1, 24), st.integers(1, 24), st.just(3))),
+       st.data(), st.tuples(*[st.integers(0, 255)] * 3))
+def test_composites_are_the_float_blend_within_one_level(foreground, data, colour):
+    from cleancut import compose
+
+    h, w = foreground.shape[:2]
+    alpha = data.draw(hnp.arrays(np.float32, (h, w), elements=st.floats(0, 1, width=32)))
+    picture = data.draw(hnp.arrays(np.uint8, (h, w, 3)))
+    a = alpha[:, :, None].astype(np.float64)
+    for out, background in ((compose.over_color(foreground, alpha, colour), np.asarray(colour, np.float64)),
+                            (compose.over_image(foreground, alpha, Image.fromarray(picture)), picture)):
+        assert out.mode == "RGB" and out.size == (w, h)
+        expected = foreground * a + background * (1.0 - a)
+        assert np.abs(np.asarray(out, np.float64) - expected).max() <= 1.0

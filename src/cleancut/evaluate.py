@@ -18,7 +18,7 @@ from PIL import Image
 from .datasets import Pair
 from .metrics import SODMetrics, format_table
 from .models import ModelSpec
-from .preprocess import resize_alpha, sharpen_alpha, to_input
+from .preprocess import finish_alpha, to_input
 
 
 class BatchModel(Protocol):
@@ -71,8 +71,7 @@ def evaluate(model: BatchModel, pairs: list[Pair], batch_size: int = 8, progress
     for x, gts in batches:
         probs = model.predict_batch(x)
         for prob, gt in zip(probs, gts):
-            alpha = resize_alpha(prob, (gt.shape[1], gt.shape[0]))
-            metrics.add(sharpen_alpha(alpha, model.spec.alpha_temperature), gt)  # as the runtime does
+            metrics.add(finish_alpha(prob, (gt.shape[1], gt.shape[0]), model.spec.alpha_temperature), gt)
     return metrics
 
 

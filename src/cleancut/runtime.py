@@ -15,7 +15,7 @@ from PIL import Image
 
 from .errors import ConfigError, ModelError
 from .models import ModelSpec, get_model
-from .preprocess import network_size, resize_alpha, sharpen_alpha, to_input
+from .preprocess import finish_alpha, network_size, to_input
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -106,8 +106,7 @@ class Session:
                 chunk = indices[start:start + self.batch_size]
                 out = self.run_batch(np.stack([to_input(images[i], self.spec) for i in chunk]))
                 for i, alpha in zip(chunk, out):
-                    alpha = resize_alpha(alpha, images[i].size)
-                    results[i] = sharpen_alpha(alpha, self.spec.alpha_temperature)
+                    results[i] = finish_alpha(alpha, images[i].size, self.spec.alpha_temperature)
         return results
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
