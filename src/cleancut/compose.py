@@ -66,10 +66,10 @@ def _blend(foreground: np.ndarray, background: Image.Image | tuple[int, ...], al
 
 def over_color(foreground: np.ndarray, alpha: np.ndarray, color: tuple[int, ...]) -> Image.Image:
     """Subject over a plain colour; RGB, or RGBA when the colour is translucent."""
-    rgb = np.asarray(color[:3], np.float32)
     opacity = (color[3] if len(color) > 3 else 255) / 255.0
     if opacity >= 1.0:
         return _blend(foreground, tuple(color[:3]), alpha)
+    rgb = np.asarray(color[:3], np.float32)
     a = np.clip(alpha, 0.0, 1.0)[:, :, None]
     out_a = a + opacity * (1.0 - a)
     premultiplied = foreground.astype(np.float32) * a + rgb * opacity * (1.0 - a)

@@ -64,43 +64,10 @@ def normalise(array: np.ndarray, mean, std, scale: float = 255.0) -> np.ndarray:
 
 
 def sharpen_alpha(alpha: np.ndarray, temperature: float) -> np.ndarray:
-    """``sigmoid(logit(alpha) / temperature)`` for float32 alpha in [0, 1] (values outside are
-    clipped; temperature 1 hands ``alpha`` back as it is). Never decreasing, so it keeps the
-    ordering of the probabilities; 0.5 stays about 0.5.
-
-    Read from a table of the curve at 65,536 levels of alpha (:func:`sharpen_exact` at ``i /
-    65535``), the alpha truncated to its level: within ``1 / (65535 * temperature)`` of the exact
-    curve (its slope is at most ``1 / temperature``, at 0.5), 3e-4 at the sharpest temperature a
-    spec allows, far below an 8-bit alpha's step; 4x faster on a video frame than computing it."""
-    if temperature == 1.0:
-        return alpha
-    return _sharpen_table(float(temperature))[_levels(alpha)]
-
-
-def _levels(alpha: np.ndarray) -> np.ndarray:
-    """alpha clipped to [0, 1] as the index of its level in the sharpening table (uint16,
-    truncated: the level at or below it)."""
-    levels = np.clip(np.asarray(alpha, np.float32), 0.0, 1.0)
-    levels *= np.float32(_SHARPEN_LEVELS - 1)
-    index = np.empty(levels.shape, np.uint16)
-    np.copyto(index, levels, casting="unsafe")
-    return index
-
-
-_SHARPEN_LEVELS = 1 << 16  # the table's size: its index is a uint16
-
-
-@functools.lru_cache(maxsize=8)
-def _sharpen_table(temperature: float) -> np.ndarray:
-    table = sharpen_exact(np.linspace(0.0, 1.0, _SHARPEN_LEVELS, dtype=np.float32), temperature)
-    table = np.maximum.accumulate(table)  # never decreasing, float32 rounding near 0 and 1 included
-    table.setflags(write=False)
-    return table
-
-
-def sharpen_exact(alpha: np.ndarray, temperature: float) -> np.ndarray:
-    """:func:`sharpen_alpha` computed for every value: ``a**k / (a**k + (1 - a)**k)`` with ``k =
-    1 / temperature`` (no log, no exp, exact at 0 and 1)."""
+    """``sigmoid(logit(alpha) / temperature)`` for float32 alpha in [0, 1], written as
+    ``a**k / (a**k + (1 - a)**k)`` with ``k = 1 / temperature`` (no log, no exp, exact at 0 and
+    1). Strictly increasing, so it keeps every ordering of the probabilities; 0.5 stays 0.5.
+    The runtime reads it from a table (:func:`finish_alpha`)."""
     if temperature == 1.0:
         return alpha
     k = 1.0 / temperature
@@ -128,9 +95,9 @@ def _power(x: np.ndarray, k: float) -> np.ndarray:
 
 def finish_alpha(alpha: np.ndarray, size: tuple[int, int], temperature: float) -> np.ndarray:
     """The network's alpha (float HxW in [0, 1]) as the runtime hands it out: resized to the
-    photo's ``size = (width, height)`` (bilinear), then sharpened (:func:`sharpen_alpha`). The
-    runtime, ``cleancut evaluate`` and the calibration benchmark all call this, so they score
-    what a user gets.
+    photo's ``size = (width, height)`` (bilinear), then sharpened (:func:`sharpen_alpha`, read
+    from a table of the curve at 65,536 levels). The runtime, ``cleancut evaluate`` and the
+    calibration benchmark all call this, so they score what a user gets.
 
     With sharpening, the resize is done on 16-bit levels of alpha, which then index the
     sharpening table directly (within 2e-4 of resizing and sharpening in float for temperature
@@ -142,6 +109,28 @@ def finish_alpha(alpha: np.ndarray, size: tuple[int, int], temperature: float) -
         # Pillow >= 11 resizes 16-bit images with every filter; the float path needs 2 copies more
         index = np.asarray(Image.fromarray(index).resize(tuple(size), Image.BILINEAR))
     return _sharpen_table(float(temperature))[index]
+
+
+def _levels(alpha: np.ndarray) -> np.ndarray:
+    """alpha clipped to [0, 1] as the index of its level in the sharpening table (uint16,
+    truncated: the level at or below it; 65,536 levels, so within ``1 / (65535 * temperature)``
+    of the exact curve, whose slope is at most ``1 / temperature``)."""
+    levels = np.clip(np.asarray(alpha, np.float32), 0.0, 1.0)
+    levels *= np.float32(_SHARPEN_LEVELS - 1)
+    index = np.empty(levels.shape, np.uint16)
+    np.copyto(index, levels, casting="unsafe")
+    return index
+
+
+_SHARPEN_LEVELS = 1 << 16  # the table's size: its index is a uint16
+
+
+@functools.lru_cache(maxsize=8)
+def _sharpen_table(temperature: float) -> np.ndarray:
+    table = sharpen_alpha(np.linspace(0.0, 1.0, _SHARPEN_LEVELS, dtype=np.float32), temperature)
+    table = np.maximum.accumulate(table)  # never decreasing, float32 rounding near 0 and 1 included
+    table.setflags(write=False)
+    return table
 
 
 def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
