@@ -89,6 +89,12 @@ def test_evaluate_reads_the_official_layout(duts, tiny_model, tmp_path, capsys):
     results = json.loads((out / "metrics.json").read_text())["results"]
     assert set(results) == {"duts-val (3)", "duts-te (2)"}
     assert 0 <= results["duts-te (2)"]["MAE"] <= 1
+    printed = capsys.readouterr().out
+    assert "| | BIoU@2% | fringe@2% | bite@2% | BIoU@0.5% | fringe@0.5% | bite@0.5% |" in printed
+    assert 0 <= results["duts-val (3)"]["BIoU@0.5%"] <= 1
+    assert cli_main(["evaluate", str(tiny_model), "--data", str(duts), "--split", "duts-val", "--stride", "2",
+                     "-o", str(out)]) == 0
+    assert set(json.loads((out / "metrics.json").read_text())["results"]) == {"duts-val (2, 1 in 2)"}
 
 
 def test_training_reads_the_official_layout(duts, tmp_path):

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .datasets import Pair
-from .metrics import SODMetrics, format_table
+from .metrics import EDGE_METRIC_NAMES, REGION_METRIC_NAMES, SODMetrics, format_table
 from .models import ModelSpec
 from .preprocess import finish_alpha, to_input
 
@@ -103,4 +103,8 @@ def write_report(results: dict[str, dict[str, float]], curves: dict[str, dict], 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps({"meta": meta, "results": results, "curves": curves}, indent=1))
     plot_curves(curves, out_dir / "curves.png")
-    return format_table(results)
+    tables = [format_table(results, REGION_METRIC_NAMES)]
+    if any(name in res for res in results.values() for name in EDGE_METRIC_NAMES):
+        tables.append("Edge (bands of 2 % and 0.5 % of the diagonal; fringe and bite: lower is better):\n\n"
+                      + format_table(results, EDGE_METRIC_NAMES))
+    return "\n\n".join(tables)

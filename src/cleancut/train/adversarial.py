@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ..metrics import band_width, binary, boundary_iou, inner_band  # noqa: F401 (re-exported)
 from .config import AdversarialConfig
 from .losses import main_output
 from .plugin import Plugin
@@ -158,49 +159,7 @@ class AdversarialTraining(Plugin):
 
 
 # -- boundary measures (numpy / scipy) --------------------------------------------------------------
-
-def _binary(a: np.ndarray, threshold: float) -> np.ndarray:
-    a = np.asarray(a)
-    if a.dtype == np.uint8:
-        return a >= round(threshold * 255)
-    if a.dtype == bool:
-        return a
-    return a >= threshold
-
-
-def band_width(shape: tuple[int, int], ratio: float = 0.02, minimum: int = 1) -> int:
-    """Band half-width in pixels: ``ratio`` of the image diagonal (Boundary IoU's default 2 %)."""
-    return max(minimum, int(round(ratio * float(np.hypot(*shape[:2])))))
-
-
-def inner_band(mask: np.ndarray, d: int) -> np.ndarray:
-    """Pixels of ``mask`` within ``d`` pixels (Euclidean) of its contour. The image frame is not
-    an edge: a subject cut by the border of the photo has no boundary there."""
-    from scipy import ndimage
-
-    if not mask.any():
-        return mask.copy()
-    if mask.all():
-        return np.zeros_like(mask)
-    dist = ndimage.distance_transform_edt(mask)  # distance to the nearest background pixel
-    return mask & (dist <= d)
-
-
-def boundary_iou(pred: np.ndarray, gt: np.ndarray, ratio: float = 0.02, threshold: float = 0.5) -> float:
-    """Boundary IoU (Cheng et al., CVPR 2021): IoU of the prediction's and the ground truth's
-    *inner* boundary bands of half-width ``d`` = ``ratio`` x image diagonal.
-
-    ``|(G_d & G) & (P_d & P)| / |(G_d & G) | (P_d & P)|``. Unlike mask IoU it is not dominated by
-    the interior of large objects, so it measures edge quality. ``pred``: probability in [0, 1]
-    (or uint8), binarised at ``threshold``; ``gt``: uint8 0..255 (binarised at 128) or bool. Both
-    empty: 1.
-    """
-    p = _binary(pred, threshold)
-    g = _binary(gt, 128 / 255)
-    d = band_width(g.shape, ratio)
-    pb, gb = inner_band(p, d), inner_band(g, d)
-    union = np.logical_or(pb, gb).sum()
-    return 1.0 if union == 0 else float(np.logical_and(pb, gb).sum() / union)
+# Boundary IoU and its bands live in cleancut.metrics (the product's edge figures); boundary F here.
 
 
 def contour(mask: np.ndarray) -> np.ndarray:
@@ -217,7 +176,7 @@ def boundary_f(pred: np.ndarray, gt: np.ndarray, ratio: float = 0.0075, threshol
     converse, F = harmonic mean. Both contours empty: 1; one empty: 0."""
     from scipy import ndimage
 
-    pc, gc = contour(_binary(pred, threshold)), contour(_binary(gt, 128 / 255))
+    pc, gc = contour(binary(pred, threshold)), contour(binary(gt, 128 / 255))
     if not pc.any() and not gc.any():
         return 1.0
     if not pc.any() or not gc.any():
