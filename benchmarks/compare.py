@@ -36,7 +36,9 @@ Models (``--models``, default all):
 
 Protocol, the same for every model: each image is read with Pillow as RGB; the model returns a
 float mask in [0, 1] at the image's size (= the ground truth's size); the masks are scored in this
-process by :class:`cleancut.metrics.SODMetrics` (GT thresholded at 128, prediction as uint8).
+process by :class:`cleancut.metrics.SODMetrics` (GT thresholded at 128, prediction as uint8): the
+region figures (MAE, maxF, S, E, wF) and the edge figures (Boundary IoU, fringe, bite at 2 % and
+0.5 % of the diagonal), one table each.
 
 Speed and size: each model's speed is measured in a fresh subprocess (so its peak RSS is its
 own: ``VmHWM`` on Linux, as ``ru_maxrss`` of a forked child starts at the parent's peak): ``--warmup`` untimed images, then per-image latency (pre-processing +
@@ -88,6 +90,8 @@ MEDIAPIPE_TFLITE = "modules/selfie_segmentation/selfie_segmentation.tflite"
 PEERS = ("cleancut", "u2net", "u2netp", "isnet", "mediapipe", "grabcut")
 FETCHED = ("u2net", "u2netp")  # registered cleancut specs whose weights `cleancut models fetch` brings
 QUALITY_METRICS = ["MAE", "maxF", "Sm", "maxE", "wF"]
+# cleancut.metrics.EDGE_METRIC_NAMES (not imported here: the MediaPipe venv runs this file without cleancut)
+EDGE_METRICS = ["BIoU@2%", "fringe@2%", "bite@2%", "BIoU@0.5%", "fringe@0.5%", "bite@0.5%"]
 DISPLAY = {
     "u2net": "U²-Net (rembg u2net, 320)",
     "u2netp": "U²-Netp (rembg u2netp, 320)",
@@ -609,16 +613,18 @@ def _fmt(v, spec: str) -> str:
     return format(v, spec) if isinstance(v, (int, float)) else "—"
 
 
-def quality_table(entries: list[dict], splits: list[str]) -> str:
-    head = "| split | model | images | " + " | ".join(m + (" ↓" if m == "MAE" else " ↑") for m in QUALITY_METRICS) + " |"
-    lines = [head, "|---|---|---:|" + "---:|" * len(QUALITY_METRICS)]
+def quality_table(entries: list[dict], splits: list[str], metrics: list[str] = QUALITY_METRICS) -> str:
+    """One row per split and model, one column per figure of ``metrics`` (— where a run has no such figure)."""
+    head = "| split | model | images | " + " | ".join(
+        m + (" ↓" if m.startswith(("MAE", "fringe", "bite")) else " ↑") for m in metrics) + " |"
+    lines = [head, "|---|---|---:|" + "---:|" * len(metrics)]
     for split in splits:
         for e in entries:
             q = e["quality"].get(split, {})
             if "metrics" in q:
-                cells = [str(q["images"])] + [f"{q['metrics'][m]:.4f}" for m in QUALITY_METRICS]
+                cells = [str(q["images"])] + [_fmt(q["metrics"].get(m), ".4f") for m in metrics]
             else:
-                cells = ["—", q.get("note") or f"failed: {q.get('error', e.get('error'))}"] + [""] * (len(QUALITY_METRICS) - 1)
+                cells = ["—", q.get("note") or f"failed: {q.get('error', e.get('error'))}"] + [""] * (len(metrics) - 1)
             lines.append(f"| {split} | {e['display']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -787,7 +793,7 @@ def main(argv: list[str] | None = None) -> int:
     if mp_entry:
         hw["mediapipe"] = mp_entry["source"]
     total_s = time.perf_counter() - t_start
-    qt, st = quality_table(entries, args.splits), speed_table(entries)
+    qt, et, st = quality_table(entries, args.splits), quality_table(entries, args.splits, EDGE_METRICS), speed_table(entries)
     threads = args.threads or "library default"
     header = (f"Command: `{command}`\n\n"
               f"Hardware: {hw['cpu']}, {hw.get('usable_cores', hw['logical_cores'])} cores; "
@@ -801,6 +807,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Quality{limit}, same protocol for every model (cleancut.metrics.SODMetrics: GT > 128, "
           "prediction scored as uint8 at GT resolution):\n")
     print(qt + "\n")
+    print("Edge, same masks (cleancut.metrics: Boundary IoU of the masks binarised at 0.5, fringe = mean alpha on "
+          "ground-truth background and bite = mean 1 - alpha on ground-truth object, each in bands of 2 % and "
+          "0.5 % of the diagonal around the ground-truth contour):\n")
+    print(et + "\n")
     reused_labels = [e["label"] for e in entries if "quality_from" in e]
     if reused_labels:
         print(f"Quality of {', '.join(reused_labels)} reused from {args.quality_from} (same images and protocol; "
@@ -820,9 +830,9 @@ def main(argv: list[str] | None = None) -> int:
         "command": command, "hardware": hw, "threads": args.threads, "limit": args.limit, "stride": args.stride,
         "splits": args.splits, "portrait_splits": args.portrait_splits,
         "speed_images": speed_paths, "warmup": args.warmup, "total_seconds": total_s,
-        "metrics": QUALITY_METRICS,
+        "metrics": QUALITY_METRICS, "edge_metrics": EDGE_METRICS,
         "models": [{k: v for k, v in e.items() if k != "python" or e["kind"] == "mediapipe"} for e in entries],
-        "tables": {"quality": qt, "speed": st},
+        "tables": {"quality": qt, "edge": et, "speed": st},
     }
     args.out.write_text(json.dumps(report, indent=1, default=str))
     log(f"wrote {args.out}")
