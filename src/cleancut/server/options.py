@@ -147,12 +147,13 @@ def query_dependency() -> Callable[..., dict[str, str]]:
     return remove_options
 
 
-def check_names(names: Any, where: str) -> None:
+def check_names(names: Any, where: str, extra: tuple[str, ...] = ()) -> None:
     """Refuse unknown names (suggesting the closest option), operator options and client-given
-    paths, each with a message saying why."""
+    paths, each with a message saying why. ``extra`` names settings the caller takes besides the
+    options (a stream's ``smooth``): accepted, suggested and listed like them."""
     operator = operator_names()
     uploads = {i.name for i in upload_options()}
-    values = {i.name for i in value_options()}
+    values = {i.name for i in value_options()} | set(extra)
     for name in names:
         if name in operator:
             raise ConfigError(
