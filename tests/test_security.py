@@ -126,14 +126,14 @@ def test_cli_listens_on_loopback_only_with_cors_and_a_header_cap(tiny_model):
         other = httpx.options(f"{base}/api/remove", headers={"Origin": "https://evil.example", **preflight})
         assert "access-control-allow-origin" not in other.headers
         # 6. a request line plus headers over 16 KiB is refused, and the server carries on
-        head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        head = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
         big = raw_request(port, head + b"X-Pad: " + b"a" * 20_000 + b"\r\n\r\n")
         assert big.startswith(b"HTTP/1.1 431 ") and b'"headers_too_large"' in big and b"Traceback" not in big
         many = b"".join(b"X-H%d: %s\r\n" % (i, b"b" * 100) for i in range(200))  # 200 headers, 21 KB
         assert raw_request(port, head + many + b"\r\n").startswith(b"HTTP/1.1 431 ")
         huge = raw_request(port, head + b"X-Pad: " + b"a" * 2_000_000 + b"\r\n\r\n")  # h11 stops buffering it
         assert huge.startswith(b"HTTP/1.1 400 ") or huge == b""
-        fine = raw_request(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Pad: "
+        fine = raw_request(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nX-Pad: "
                            + b"a" * 8_000 + b"\r\n\r\n")
         assert fine.startswith(b"HTTP/1.1 200 ")
         assert httpx.get(f"{base}/healthz").status_code == 200
@@ -196,11 +196,11 @@ def test_url_paths_never_leave_the_static_folders(tiny_model):
     try:
         secret = Path(PACKAGE_DIR, "server", "app.py").read_bytes()[:200]
         for target in TRAVERSALS:
-            answer = raw_request(port, f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            answer = raw_request(port, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
             status = int(answer.split(b" ", 2)[1])
             assert status in (400, 404), (target, answer[:300])
             assert b"root:" not in answer and secret not in answer, target
-        assert raw_request(port, b"GET /static/app.js HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").startswith(
+        assert raw_request(port, b"GET /static/app.js HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").startswith(
             b"HTTP/1.1 200 ")
     finally:
         server.should_exit = True
@@ -382,9 +382,9 @@ def test_malformed_http_gets_no_traceback(tiny_model):
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.02)
     try:
-        for garbage in (b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"POST /api/remove HTTP/1.1\r\nHost: x\r\n"
-                        b"Content-Length: -5\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
-                        b"POST /api/remove HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
+        for garbage in (b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"POST /api/remove HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                        b"Content-Length: -5\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                        b"POST /api/remove HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
             answer = raw_request(port, garbage)
             assert answer.startswith(b"HTTP/1.1 4"), (garbage, answer[:200])
             assert b"Traceback" not in answer and PACKAGE_DIR.encode() not in answer

@@ -32,7 +32,8 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 def register(subparsers) -> None:
     from ..server.settings import (DEFAULT_MAX_QUEUE, DEFAULT_MAX_UPLOAD_MB, DEFAULT_MAX_VIDEO_JOBS, DEFAULT_MAX_VIDEO_MB,
-                                   DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_SECONDS, DEFAULT_STREAM_IDLE_SECONDS,
+                                   DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_SECONDS, DEFAULT_MIN_READ_RATE,
+                                   DEFAULT_READ_TIMEOUT, DEFAULT_STREAM_IDLE_SECONDS, DEFAULT_STREAM_MAX_CONNECTIONS,
                                    DEFAULT_STREAM_MAX_FPS, DEFAULT_STREAM_MAX_MESSAGE_BYTES, DEFAULT_WORKERS, MIB)
 
     parser = subparsers.add_parser(
@@ -68,7 +69,18 @@ def register(subparsers) -> None:
                             "requests then pay those costs")
     group.add_argument("--api-key", default=os.environ.get("CLEANCUT_API_KEY"), metavar="KEY",
                        help="require this key on every API call (X-API-Key header; ?api_key= for the "
-                            "WebSocket). Default: $CLEANCUT_API_KEY, else none")
+                            "WebSocket and /docs). Default: $CLEANCUT_API_KEY, else none")
+    group.add_argument("--allowed-hosts", action="append", default=[], metavar="NAME",
+                       help="also answer requests whose Host header is NAME (a host name or address; "
+                            "*.example.com for its sub-domains; * for any); repeatable. Default: only "
+                            "localhost, 127.0.0.1, ::1 and the address a connection came in on, so that a "
+                            "web page on another domain pointed at this machine (DNS rebinding) is refused")
+    group.add_argument("--read-timeout", type=float, default=DEFAULT_READ_TIMEOUT, metavar="SECONDS",
+                       help="a request's line and headers must arrive within this time, and its body may not "
+                            "pause longer (408, connection closed; default: %(default)g)")
+    group.add_argument("--min-read-rate", type=int, default=DEFAULT_MIN_READ_RATE, metavar="BYTES",
+                       help="bytes per second a request body must average once its first --read-timeout "
+                            "seconds have passed (408 below it; default: %(default)d)")
     live = parser.add_argument_group("live frames (WebSocket /api/stream) and clips (/api/video)")
     live.add_argument("--stream-max-fps", type=float, default=DEFAULT_STREAM_MAX_FPS, metavar="FPS",
                       help=f"frames processed per second per connection; faster ones are dropped "
@@ -77,12 +89,14 @@ def register(subparsers) -> None:
                       metavar="MB", help="largest frame a client may send (default: %(default)g)")
     live.add_argument("--stream-idle-seconds", type=float, default=DEFAULT_STREAM_IDLE_SECONDS, metavar="S",
                       help="close a connection silent for this long (default: %(default)g)")
+    live.add_argument("--stream-max-connections", type=int, default=DEFAULT_STREAM_MAX_CONNECTIONS, metavar="N",
+                      help="WebSocket connections open at once; the next is closed with 1013 (default: %(default)d)")
     live.add_argument("--max-video-mb", type=float, default=DEFAULT_MAX_VIDEO_MB, metavar="MB",
                       help="largest clip upload (default: %(default)g)")
     live.add_argument("--max-video-seconds", type=float, default=DEFAULT_MAX_VIDEO_SECONDS, metavar="S",
                       help="longest clip (default: %(default)g)")
     live.add_argument("--max-video-pixels", type=int, default=DEFAULT_MAX_VIDEO_PIXELS, metavar="N",
-                      help="most pixels per frame of a clip (default: %(default)d, 1080p)")
+                      help="most pixels per frame of a clip or of a live frame (default: %(default)d, 1080p)")
     live.add_argument("--max-video-jobs", type=int, default=DEFAULT_MAX_VIDEO_JOBS, metavar="N",
                       help="clip jobs running at once; more are answered 503 (default: %(default)d)")
     group.add_argument("--log-level", choices=LOG_LEVELS, default="info",
@@ -106,10 +120,13 @@ class _StderrHandler(logging.StreamHandler):
 @contextlib.contextmanager
 def _request_log(level: str) -> Iterator[None]:
     """Send cleancut's log (one line per request, start-up and warm-up notes) to stderr while
-    serving."""
+    serving, through the filter that keeps API keys out of it."""
+    from ..server.security import redact_logs
+
     logger = logging.getLogger("cleancut")
     handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s cleancut: %(message)s"))
+    redact_logs(None, [handler])
     previous = logger.level
     logger.setLevel(level.upper())
     logger.addHandler(handler)
@@ -123,15 +140,25 @@ def _request_log(level: str) -> Iterator[None]:
 def make_server(app, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", root_path: str = "",
                 shutdown_timeout: float = 30.0):
     """The uvicorn server ``cleancut serve`` runs ``app`` with. The request log is cleancut's
-    own; the HTTP implementation is h11 whatever else is installed, because it stops buffering a
-    request head that grows past the app's header cap (httptools has no such bound); the app
-    itself answers 431 above the cap."""
+    own, and uvicorn's log goes through the filter that keeps API keys out of it. The HTTP
+    implementation is h11 whatever else is installed, because it stops buffering a request head
+    that grows past the app's header cap (httptools has no such bound; the app itself answers 431
+    above the cap), with a deadline on each request head (:mod:`cleancut.server.protocol`). The
+    WebSocket message cap is uvicorn's own, so that a message over it is refused as it arrives
+    (1009), before it is buffered."""
     import uvicorn
 
+    from ..server.protocol import guarded_h11
+    from ..server.security import redact_logs
+
+    settings = app.state.cleancut.settings
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on", root_path=root_path,
-        timeout_graceful_shutdown=shutdown_timeout or None, http="h11",
-        h11_max_incomplete_event_size=app.state.cleancut.settings.max_header_bytes)
+        timeout_graceful_shutdown=shutdown_timeout or None, http=guarded_h11(settings.read_timeout),
+        h11_max_incomplete_event_size=settings.max_header_bytes, ws_max_size=settings.stream_max_message_bytes)
+    # uvicorn's handlers exist once its Config has configured logging
+    redact_logs(settings.api_key, [h for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
+                                   for h in logging.getLogger(name).handlers])
     return uvicorn.Server(config)
 
 
@@ -145,6 +172,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _bound_name(host: str) -> tuple[str, ...]:
+    """The ``--host`` a client may name in its ``Host`` header (none for a wildcard address, whose
+    connections name the address they came in on)."""
+    if host in ("", "0.0.0.0", "::"):
+        return ()
+    return (f"[{host}]",) if ":" in host else (host,)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,7 +199,8 @@ def run(args: argparse.Namespace) -> int:
         stream_max_fps=args.stream_max_fps, stream_max_message_bytes=int(args.stream_max_message_mb * MIB),
         stream_idle_seconds=args.stream_idle_seconds, max_video_bytes=int(args.max_video_mb * MIB),
         max_video_seconds=args.max_video_seconds, max_video_pixels=args.max_video_pixels,
-        max_video_jobs=args.max_video_jobs)
+        max_video_jobs=args.max_video_jobs, stream_max_connections=args.stream_max_connections,
+        allowed_hosts=(*args.allowed_hosts, *_bound_name(args.host)), read_timeout=args.read_timeout, min_read_rate=args.min_read_rate)
     if settings.api_key is None and not is_loopback(args.host):
         print(f"cleancut serve: warning: listening on {args.host} without --api-key: anyone who can reach "
               "this address can use the service (set --api-key or $CLEANCUT_API_KEY)", file=sys.stderr)

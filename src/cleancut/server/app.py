@@ -5,11 +5,15 @@ Resources are bounded by construction:
 * one :class:`~cleancut.api.Remover` (one ONNX Runtime session) for the one model the operator
   configured; requests cannot name a model or a file;
 * ``workers`` threads run decoding, inference, post-processing and encoding;
-* at most ``workers + max_queue`` requests are admitted at once (counted from before their body
-  is read until their answer is ready); the next one gets 503 with ``Retry-After`` without its
-  body being read;
+* at most ``workers + max_queue`` requests are admitted at once (counted from when their body
+  has arrived until their answer is ready); when that many are, the next request gets 503 with
+  ``Retry-After`` without its body being read;
 * a body is read with a byte cap (413 at once on a ``Content-Length`` over the cap, or as soon as
-  the cap is passed), and every image's pixel count is checked from its header before decoding.
+  the cap is passed), within the read timeouts (:class:`ReadDeadline`: 408 for a client that
+  pauses or trickles), and counted as it arrives in a budget of ``(workers + max_queue) x`` the
+  upload cap for all bodies being received or waiting (503 past it), so a client that stalls
+  holds only the bytes it sent, not a place in the queue; every image's pixel count is checked
+  from its header before decoding.
 
 So the memory a server can hold is bounded by ``(workers + max_queue) x`` the upload cap plus
 ``workers x`` the working memory of one image at the pixel cap.
@@ -32,10 +36,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..api import Remover
 from ..errors import ConfigError
-from .errors import ApiError
+from .errors import ApiError, shown
 from .options import api_text
 from .routes import STATIC_DIR, router, ui_router
-from .security import ApiKeyGate, redact_query
+from .security import ApiKeyGate, HostGate, query_key, redact_logs, redact_query
 from .stream import router as stream_router
 from .video_jobs import VideoJobs
 from .video_jobs import router as video_router
@@ -77,8 +81,70 @@ class AccessLog:
             path = scope.get("path", "")
             if scope.get("query_string"):
                 path += "?" + redact_query(scope["query_string"].decode("latin-1"))
+            if len(path) > MAX_LOGGED_PATH:  # a client's input: a short prefix is enough
+                path = f"{path[:MAX_LOGGED_PATH]}... ({len(path)} characters)"
             log.info('%s "%s %s" %d %.1fms %dB', f"{client[0]}:{client[1]}" if client else "-",
                      scope.get("method", ""), path, status, (time.perf_counter() - started) * 1000.0, sent)
+
+
+MAX_LOGGED_PATH = 200
+
+
+class ReadDeadline:
+    """Read timeouts of a request body, wrapped around ``receive`` (an HTTP server times out idle
+    connections and, with ``cleancut serve``, slow request heads, but not a body that stalls).
+
+    The next piece of a body must arrive within ``timeout`` seconds, and the body at
+    ``min_rate`` bytes/s on average once its first ``timeout`` seconds have passed: a client
+    that pauses or trickles gets 408 (``read_timeout``) and its connection is closed, so it holds
+    nothing for longer than that. An answer sent before the body was read (401, 413, 503 ...)
+    closes the connection too, rather than let the client go on sending into it."""
+
+    def __init__(self, app, timeout: float, min_rate: int):
+        self.app = app
+        self.timeout = timeout
+        self.min_rate = min_rate
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers", ()))
+        more = headers.get(b"content-length", b"0").strip() not in (b"0", b"") or b"transfer-encoding" in headers
+        started = time.monotonic()
+        received = 0
+
+        async def timed_receive():
+            nonlocal more, received
+            if not more:
+                return await receive()
+            now = time.monotonic()
+            deadline = min(now + self.timeout, started + self.timeout + received / self.min_rate)
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - now))
+            except asyncio.TimeoutError:
+                raise self.too_slow(received, time.monotonic() - started) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                more = message.get("more_body", False)
+            else:
+                more = False
+            return message
+
+        async def send_and_close(message):
+            if message["type"] == "http.response.start" and more:
+                message = {**message, "headers": [*message.get("headers", ()), (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, timed_receive, send_and_close)
+
+    def too_slow(self, received: int, seconds: float) -> ApiError:
+        return ApiError(
+            408, f"the request body arrived too slowly: {received} bytes in {seconds:.1f} s. This server "
+                 f"waits at most {self.timeout:g} s for each piece of a body, and needs {self.min_rate} "
+                 f"bytes/s on average after the first {self.timeout:g} s.", "read_timeout",
+            headers={"Connection": "close"}, received_bytes=received, timeout_seconds=self.timeout,
+            min_rate=self.min_rate)
 
 
 class HeaderLimit:
@@ -126,8 +192,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        message = {404: f"no such endpoint: {request.method} {request.url.path}; see /docs",
-                   405: f"method {request.method} is not allowed on {request.url.path}; see /docs"}
+        path = shown(request.url.path)
+        message = {404: f"no such endpoint: {shown(request.method, 20)} {path}; see /docs",
+                   405: f"method {shown(request.method, 20)} is not allowed on {path}; see /docs"}
         body = {"error": message.get(exc.status_code, str(exc.detail)), "detail": {"code": f"http_{exc.status_code}"}}
         return _error_response(exc.status_code, body, getattr(exc, "headers", None))
 
@@ -158,9 +225,15 @@ def _lifespan(state: ServerState):
     return lifespan
 
 
-def _install_docs(app: FastAPI) -> None:
+def _install_docs(app: FastAPI, api_key: str | None) -> None:
     """Swagger UI at /docs, served from the swagger-ui-bundle package so that it works offline
-    (FastAPI's default loads it from a CDN). Without that package, the CDN version is used."""
+    (FastAPI's default loads it from a CDN). Without that package, the CDN version is used.
+
+    With an API key, ``/docs?api_key=KEY`` loads the schema with the same key (its assets are
+    public: they hold no data), and the schema declares the ``X-API-Key`` header, so Swagger UI's
+    Authorize button sends it with "Try it out"."""
+    from urllib.parse import quote
+
     from fastapi.openapi.docs import get_swagger_ui_html
 
     try:
@@ -175,8 +248,25 @@ def _install_docs(app: FastAPI) -> None:
                   "swagger_favicon_url": "/docs-static/favicon-32x32.png"}
 
     @app.get("/docs", include_in_schema=False)
-    async def docs():
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="cleancut API", **assets)
+    async def docs(request: Request):
+        schema = app.openapi_url
+        key = query_key(request.scope)
+        if key is not None:  # it passed the gate: the page's own request for the schema carries it too
+            schema += "?api_key=" + quote(key, safe="")
+        return get_swagger_ui_html(openapi_url=schema, title="cleancut API", **assets)
+
+    if api_key:
+        build = app.openapi
+
+        def openapi() -> dict[str, Any]:
+            if app.openapi_schema is None:
+                schema = build()
+                schema.setdefault("components", {})["securitySchemes"] = {
+                    "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+                schema["security"] = [{"ApiKey": []}]
+            return app.openapi_schema
+
+        app.openapi = openapi  # type: ignore[method-assign]
 
 
 def build_app(settings: ServerSettings | None = None) -> FastAPI:
@@ -204,13 +294,16 @@ def build_app(settings: ServerSettings | None = None) -> FastAPI:
             expose_headers=["Content-Disposition", "Retry-After", "X-Cleancut-Model", "X-Cleancut-Mode",
                             "X-Processing-Ms"])
     app.add_middleware(ApiKeyGate, api_key=settings.api_key)
+    app.add_middleware(HostGate, allowed=settings.allowed_hosts)
     app.add_middleware(HeaderLimit, max_bytes=settings.max_header_bytes)
+    app.add_middleware(ReadDeadline, timeout=settings.read_timeout, min_rate=settings.min_read_rate)
     app.add_middleware(AccessLog)  # outermost: logs every answer, 431s and 401s included
+    redact_logs(settings.api_key)  # no key in any log line, whoever writes it
     _install_error_handlers(app)
     app.include_router(router)
     app.include_router(stream_router)
     app.include_router(video_router)
-    _install_docs(app)
+    _install_docs(app, settings.api_key)
     if settings.ui:
         app.include_router(ui_router)
         app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..options import _shown
+
+#: how much of a client's input an error message may quote (a repr, shortened past it)
+ECHO_LIMIT = 60
+
+
+def shown(value: Any, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` for a message, shortened to about ``limit`` characters: error bodies and
+    log lines quote at most a short prefix of what a client sent."""
+    return _shown(value, limit)
+
 
 class ApiError(Exception):
     """An error answered to the client with ``status`` and a JSON body.

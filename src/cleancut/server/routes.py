@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from .. import io as cio
 from ..errors import CleancutError, ConfigError
 from ..options import options_from_mapping
-from .errors import ApiError
+from .errors import ApiError, shown
 from .options import describe, form_schema, query_dependency, request_options
 from .state import RemoveTask, ServerState, api_error
 from .uploads import IMAGE_KINDS, PHOTO_FIELD, Upload, check_content_length, check_image, read_upload
@@ -70,7 +70,9 @@ async def healthz(state: ServerState = Depends(get_state)):  # noqa: B008
     settings = state.settings
     body = {"status": "ok" if state.pool is not None else "starting", "model": state.remover.spec.name,
             "workers": settings.workers, "max_queue": settings.max_queue, "admitted": state.admitted,
-            "running": state.running, "queued": state.queued, "completed": state.completed}
+            "running": state.running, "queued": state.queued, "completed": state.completed,
+            "receiving": state.uploads.bodies, "streams": state.streams, "stream_frames": state.stream_frames,
+            "max_streams": settings.stream_max_connections}
     return JSONResponse(body, status_code=200 if state.pool is not None else 503)
 
 
@@ -89,7 +91,7 @@ async def task_from_upload(state: ServerState, upload: Upload, query: dict[str, 
     """The work of one request: the photo checked by its bytes, the options from the query and
     the form (each given once), and each uploaded picture (a background) checked and decoded in
     memory into its option: no file is written for it."""
-    name = f"uploaded image {upload.filename!r}" if upload.filename else "the request body"
+    name = f"uploaded image {shown(upload.filename)}" if upload.filename else "the request body"
     check_image(upload.data, name, state.base.max_pixels)
     values: dict[str, Any] = dict(query)
     for key, value in upload.values.items():
@@ -98,7 +100,7 @@ async def task_from_upload(state: ServerState, upload: Upload, query: dict[str, 
                               "field; give it once.")
         values[key] = value
     for key, (data, filename) in upload.files.items():
-        what = f"uploaded {key} {filename!r}" if filename else f"uploaded {key}"
+        what = f"uploaded {key} {shown(filename)}" if filename else f"uploaded {key}"
         check_image(data, what, state.base.max_pixels)
         try:
             values[key] = await asyncio.to_thread(cio.load_image, data, state.base.max_pixels, what)
@@ -124,18 +126,22 @@ async def remove(request: Request, query: dict = Depends(query_dependency()),  #
                  state: ServerState = Depends(get_state)) -> Response:  # noqa: B008
     limit = state.settings.max_upload_bytes
     check_content_length(request, limit)
-    with state.admission():
-        upload = await read_upload(request, limit)
-        task = await task_from_upload(state, upload, query)
-        pool = state.pool
-        try:
-            if pool is None:
-                raise RuntimeError("no worker pool")
-            future = asyncio.get_running_loop().run_in_executor(pool, state.run, task)
-        except RuntimeError:  # the server began shutting down while the body was read
-            raise ApiError(503, "the server is shutting down; retry in a moment.", "not_ready",
-                           headers={"Retry-After": "1"}) from None
-        payload, seconds = await future
+    state.check_room()  # a full server answers at once, without reading the body
+    # the body is read outside the admission, counted in the budget of photo bodies only: a client
+    # that sends slowly (within the read timeouts) keeps no other request out
+    with state.uploads.hold() as held:
+        upload = await read_upload(request, limit, held)
+        with state.admission():
+            task = await task_from_upload(state, upload, query)
+            pool = state.pool
+            try:
+                if pool is None:
+                    raise RuntimeError("no worker pool")
+                future = asyncio.get_running_loop().run_in_executor(pool, state.run, task)
+            except RuntimeError:  # the server began shutting down while the body was read
+                raise ApiError(503, "the server is shutting down; retry in a moment.", "not_ready",
+                               headers={"Retry-After": "1"}) from None
+            payload, seconds = await future
     mode = task.options.resolved_mode
     filename = f"{safe_stem(upload.filename)}.{mode}{cio.FORMAT_SUFFIX[task.options.format]}"
     headers = {"Content-Disposition": f'inline; filename="{filename}"', "Cache-Control": "no-store",

@@ -1,5 +1,5 @@
-"""The shared state of one server app: the Remover, the worker pool and the admission counters,
-and the work one request hands to a worker thread."""
+"""The shared state of one server app: the Remover, the worker pool, the admission counters and
+the byte budget of request bodies, and the work one request hands to a worker thread."""
 
 from __future__ import annotations
 
@@ -34,6 +34,47 @@ class RemoveTask:
     options: RemoveOptions
 
 
+class ByteBudget:
+    """The bytes of request bodies held at once, for one kind of upload: counted as they arrive
+    (not as declared), so a client that stalls holds only what it sent. Past ``limit`` the
+    request that brought the excess is answered 503. Touched on the event loop only."""
+
+    def __init__(self, limit: int, what: str):
+        self.limit = limit
+        self.what = what
+        self.used = 0
+        self.bodies = 0  # bodies being received or held
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator["Held"]:
+        """A body's share of the budget, released when the request is answered."""
+        held = Held(self)
+        self.bodies += 1
+        try:
+            yield held
+        finally:
+            self.bodies -= 1
+            self.used -= held.bytes
+
+
+class Held:
+    """The bytes one request body holds of a :class:`ByteBudget`."""
+
+    def __init__(self, budget: ByteBudget):
+        self.budget = budget
+        self.bytes = 0
+
+    def add(self, n: int) -> None:
+        budget = self.budget
+        self.bytes += n
+        budget.used += n
+        if budget.used > budget.limit:
+            raise ApiError(
+                503, f"the server is busy: the {self.budget.what} being received or waiting hold "
+                     f"{budget.used} bytes, above its limit of {budget.limit}; retry in a moment.",
+                "uploads_full", headers={"Retry-After": "2"}, limit_bytes=budget.limit, retry_after=2)
+
+
 class ServerState:
     """The shared Remover, the worker pool and the admission counters of one app."""
 
@@ -44,7 +85,11 @@ class ServerState:
         # providers and threads are the Remover's own
         self.base = RemoveOptions(max_pixels=settings.options.max_pixels)
         self.pool: Any = None
-        self.admitted = 0  # touched on the event loop only
+        # photo bodies in memory: as much as a full queue of the largest uploads
+        self.uploads = ByteBudget(settings.capacity * settings.max_upload_bytes, "photo uploads")
+        self.admitted = 0  # touched on the event loop only (requests and stream frames)
+        self.stream_frames = 0  # stream frames admitted (at most ``workers``)
+        self.streams = 0  # WebSocket connections open
         self._lock = threading.Lock()  # for the counters the workers update
         self.running = 0
         self.completed = 0
@@ -89,8 +134,9 @@ class ServerState:
         ahead = max(1, self.admitted - self.settings.workers + 1)
         return max(1, math.ceil(self.avg_seconds * ahead / self.settings.workers))
 
-    @contextlib.contextmanager
-    def admission(self) -> Iterator[None]:
+    def check_room(self) -> None:
+        """503 when no request can be admitted now (full, starting or stopping): called before a
+        body is read, so that a busy server does not read it, and again after."""
         settings = self.settings
         if self.pool is None:
             raise ApiError(503, "the server is starting or shutting down; retry in a moment.",
@@ -102,11 +148,34 @@ class ServerState:
                      f"({settings.workers} workers + a queue of {settings.max_queue}); retry in "
                      f"{wait} s.", "queue_full", headers={"Retry-After": str(wait)},
                 workers=settings.workers, max_queue=settings.max_queue, retry_after=wait)
+
+    @contextlib.contextmanager
+    def admission(self) -> Iterator[None]:
+        """A request's place among the ``workers + max_queue`` admitted at once, from when its
+        body has arrived until its answer is ready."""
+        self.check_room()
         self.admitted += 1
         try:
             yield
         finally:
             self.admitted -= 1
+
+    @contextlib.contextmanager
+    def frame_slot(self) -> Iterator[bool]:
+        """Admission for one live frame: yields False (the frame is to be dropped) when the server
+        is full or ``workers`` stream frames are already admitted, so that streams, which drop
+        rather than queue, never fill the queue that requests wait in."""
+        ok = (self.pool is not None and self.admitted < self.settings.capacity
+              and self.stream_frames < self.settings.workers)
+        if ok:
+            self.admitted += 1
+            self.stream_frames += 1
+        try:
+            yield ok
+        finally:
+            if ok:
+                self.admitted -= 1
+                self.stream_frames -= 1
 
     # ------------------------------------------------------------ work (worker threads)
 

@@ -28,16 +28,27 @@ message):
   0.0102).
 
 The server keeps up rather than queueing: while a frame is being processed only the newest frame
-that arrived is kept (older ones are dropped), and frames beyond ``--stream-max-fps`` per second
-are dropped; ``dropped`` counts both. A message over ``--stream-max-message-mb`` closes the
-connection (1009), as does ``--stream-idle-seconds`` without a message (1000), a bad frame or an
-invalid option (1003 / 1008, with the reason, shortened to the 123 bytes a close reason holds).
+that arrived is kept (older ones are dropped), frames beyond ``--stream-max-fps`` per second are
+dropped, and so are frames that find the server full: stream frames are admitted like requests
+(and shown in ``/healthz``), at most ``workers`` of them at once, so that streams never fill the
+queue requests wait in. ``dropped`` counts them all.
+
+Every refusal is a close code with its reason (shortened to the 123 bytes a close reason holds;
+the handshake is accepted first, so that a browser is told why): 4400 a ``Host`` not allowed,
+4401 a missing or wrong API key, 4403 a foreign ``Origin``, 1013 the server full
+(``--stream-max-connections``) or starting or stopping, 1009 a message over
+``--stream-max-message-mb`` (refused by uvicorn as it arrives) or a text message over 64 KiB,
+1003 a bad frame (not an image, corrupt, over ``--max-video-pixels``) or a text message that is
+not ``{"options": {...}}`` (nested deeper than 8 levels included), 1008 an invalid option, 1000
+``--stream-idle-seconds`` without a message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import re
 import time
 import zlib
 from typing import Any
@@ -50,16 +61,22 @@ from ..live.session import FrameProcessor
 from ..options import options_from_mapping
 from .errors import ApiError
 from .options import api_text, check_names
-from .security import WS_FORBIDDEN_ORIGIN, origin_allowed
+from .security import WS_FORBIDDEN_ORIGIN, origin_allowed, refuse_websocket
 from .state import ServerState
 from .uploads import check_image
 
 router = APIRouter()
+log = logging.getLogger("cleancut.server")
 
 WS_NORMAL = 1000
 WS_UNSUPPORTED = 1003
 WS_POLICY = 1008
 WS_TOO_BIG = 1009
+WS_TRY_LATER = 1013
+#: text messages carry options only: small and shallow
+MAX_TEXT_BYTES = 64 * 1024
+MAX_TEXT_DEPTH = 8
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 _STREAM_PARAMS = {"api_key", "reply", "smooth"}  # settings of the stream, not RemoveOptions
 REPLIES = ("image", "alpha")
 _REASON_BYTES = 123  # what a WebSocket close reason holds
@@ -80,6 +97,20 @@ def close_reason(text: str) -> str:
 class _Closed(Exception):
     def __init__(self, code: int, reason: str):
         self.code, self.reason = code, close_reason(reason)
+
+
+def json_depth(text: str) -> int:
+    """How deeply the arrays and objects of a JSON text nest (strings skipped), found without
+    parsing it: Python's parser recurses once per level."""
+    depth = deepest = 0
+    for match in _JSON_TOKENS.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token in "]}":
+            depth -= 1
+    return deepest
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -127,12 +158,24 @@ class _Newest:
 async def stream(websocket: WebSocket):
     state: ServerState = websocket.app.state.cleancut
     settings = state.settings
-    if not origin_allowed(websocket.scope, settings.cors_origins):
-        await websocket.close(code=WS_FORBIDDEN_ORIGIN, reason="origin not allowed")
+    refusal = (
+        (WS_FORBIDDEN_ORIGIN, "Origin not allowed: open the server's own page, or start it with --cors-origin.")
+        if not origin_allowed(websocket.scope, settings.cors_origins) else
+        (WS_TRY_LATER, "The server is starting or shutting down; retry in a moment.") if state.pool is None else
+        (WS_TRY_LATER, f"The server has {state.streams} streams open, its most; retry later.")
+        if state.streams >= settings.stream_max_connections else None)
+    if refusal is not None:
+        await refuse_websocket(websocket.receive, websocket.send, *refusal)
         return
-    if state.pool is None:
-        await websocket.close(code=1013, reason="the server is starting or shutting down")
-        return
+    state.streams += 1
+    try:
+        await _serve(websocket, state)
+    finally:
+        state.streams -= 1
+
+
+async def _serve(websocket: WebSocket, state: ServerState) -> None:
+    settings = state.settings
     await websocket.accept()  # accepted first, so that a client is told why its options are refused
     query = dict(websocket.query_params)
     try:
@@ -163,7 +206,15 @@ async def stream(websocket: WebSocket):
             if data is None:
                 continue
             started = time.monotonic()
-            payload, extra = await _process(state, processor, data, index, reply)
+            with state.frame_slot() as admitted:
+                if admitted:
+                    payload, extra = await _process(state, processor, data, index, reply)
+            if not admitted:  # the server is full: dropped, and said at once
+                newest.dropped += 1
+                async with newest.send_lock:
+                    await websocket.send_text(json.dumps({"type": "dropped", "dropped": newest.dropped,
+                                                          "reason": "the server is busy"}))
+                continue
             async with newest.send_lock:
                 await websocket.send_text(json.dumps({
                     "type": "frame", "index": index, "dropped": newest.dropped,
@@ -175,7 +226,19 @@ async def stream(websocket: WebSocket):
     except WebSocketDisconnect:
         pass
     finally:
+        receiver.add_done_callback(_receiver_ended)
         receiver.cancel()
+
+
+def _receiver_ended(task: asyncio.Task) -> None:
+    """Collects how a connection's receiver ended: a disconnect or its own close code is the
+    connection's end, not something to log ("Task exception was never retrieved"); anything
+    else is a bug, logged with its traceback."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, (_Closed, WebSocketDisconnect)):
+        log.error("the stream's receiver failed", exc_info=exc)
 
 
 async def _close(websocket: WebSocket, code: int, reason: str) -> None:
@@ -201,6 +264,12 @@ async def _receive(websocket: WebSocket, state: ServerState, processor: FramePro
             raise _Closed(WS_TOO_BIG, f"message of {size} bytes is over the limit of "
                                       f"{settings.stream_max_message_bytes} bytes")
         if text is not None:
+            if size > MAX_TEXT_BYTES:
+                raise _Closed(WS_TOO_BIG, f"text message of {size} bytes is over the limit of {MAX_TEXT_BYTES} "
+                                          "bytes for options")
+            if json_depth(text) > MAX_TEXT_DEPTH:
+                raise _Closed(WS_UNSUPPORTED, f'text messages must be {{"options": {{...}}}}, not nested '
+                                              f"deeper than {MAX_TEXT_DEPTH} levels")
             try:
                 values = json.loads(text)["options"]
                 if not isinstance(values, dict):
@@ -251,13 +320,14 @@ def alpha_reply(processor: FrameProcessor, image) -> tuple[bytes, dict[str, Any]
 async def _process(state: ServerState, processor: FrameProcessor, data: bytes, index: int,
                    reply: str = "image") -> tuple[bytes, dict[str, Any]]:
     name = f"stream frame {index}"
+    max_pixels = state.settings.frame_pixels  # a live frame is a video frame: the clips' cap
     try:
-        check_image(data, name, state.base.max_pixels)
+        check_image(data, name, max_pixels)
     except ApiError as exc:  # not an image the server takes, or over the pixel cap
         raise _Closed(WS_UNSUPPORTED, exc.message) from None
 
     def work() -> tuple[bytes, dict[str, Any]]:
-        image = cio.flatten(cio.load_image(data, max_pixels=state.base.max_pixels, name=name))
+        image = cio.flatten(cio.load_image(data, max_pixels=max_pixels, name=name))
         if reply == "alpha":
             return alpha_reply(processor, image)
         frame = processor(image, index)

@@ -14,8 +14,9 @@ from starlette.requests import ClientDisconnect, Request
 
 from ..errors import ConfigError
 from ..io import DECODE_ERRORS, gif_canvas_size
-from .errors import ApiError
+from .errors import ApiError, shown
 from .options import check_names, upload_options, value_options
+from .state import Held
 
 IMAGE_KINDS = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 PHOTO_FIELD = "file"
@@ -60,44 +61,53 @@ def check_content_length(request: Request, limit: int, what: str = PHOTO_UPLOAD)
     try:
         declared = int(text)
     except ValueError:
-        raise ApiError(400, f"invalid Content-Length header {text!r}; expected a number of bytes.",
+        raise ApiError(400, f"invalid Content-Length header {shown(text)}; expected a number of bytes.",
                        "bad_content_length") from None
     if declared > limit:
         raise too_large(limit, declared, declared=True, what=what)
 
 
-async def capped_stream(request: Request, limit: int) -> AsyncIterator[bytes]:
-    """The body's chunks; BodyTooLarge as soon as more than ``limit`` bytes arrived."""
+async def capped_stream(request: Request, limit: int, held: Held | None = None) -> AsyncIterator[bytes]:
+    """The body's chunks; BodyTooLarge as soon as more than ``limit`` bytes arrived. Each chunk is
+    counted in ``held``, its share of a byte budget (503 when the budget is spent)."""
     total = 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
             raise BodyTooLarge(total)
+        if held is not None:
+            held.add(len(chunk))
         if chunk:
             yield chunk
 
 
-async def read_upload(request: Request, limit: int) -> Upload:
-    """Read the body (at most ``limit`` bytes, 413 beyond): multipart with field ``file`` (plus
-    upload options and option fields), or any other content type as the raw image."""
+def client_gone() -> ApiError:
+    """The answer to a client that disconnected before its whole body arrived (it will not read
+    it; the access log shows it as a 400)."""
+    return ApiError(400, "the client disconnected before sending the whole request body.", "client_disconnected")
+
+
+async def read_upload(request: Request, limit: int, held: Held | None = None) -> Upload:
+    """Read the body (at most ``limit`` bytes, 413 beyond; each chunk counted in ``held``):
+    multipart with field ``file`` (plus upload options and option fields), or any other content
+    type as the raw image."""
     content_type = request.headers.get("content-type", "").lower()
     try:
         if content_type.startswith("multipart/form-data"):
-            return await _read_multipart(request, limit)
+            return await _read_multipart(request, limit, held)
         data = bytearray()
-        async for chunk in capped_stream(request, limit):
+        async for chunk in capped_stream(request, limit, held):
             data += chunk
         return Upload(bytes(data))
     except BodyTooLarge as exc:
         raise too_large(limit, exc.received) from None
     except ClientDisconnect:
-        raise ApiError(400, "the client disconnected before sending the whole request body.",
-                       "client_disconnected") from None
+        raise client_gone() from None
 
 
-async def _read_multipart(request: Request, limit: int) -> Upload:
+async def _read_multipart(request: Request, limit: int, held: Held | None) -> Upload:
     n_uploads = 1 + len(upload_options())
-    parser = MultiPartParser(request.headers, capped_stream(request, limit), max_files=n_uploads,
+    parser = MultiPartParser(request.headers, capped_stream(request, limit, held), max_files=n_uploads,
                              max_fields=len(value_options()) + 4)
     try:
         form = await parser.parse()
@@ -180,8 +190,10 @@ def check_image(data: bytes, what: str, max_pixels: int) -> tuple[str, tuple[int
     try:
         with Image.open(io.BytesIO(data)) as img:
             width, height = img.size
-    except Image.DecompressionBombError as exc:
-        raise ApiError(413, f"{what}: {exc}", "too_many_pixels", max_pixels=max_pixels) from None
+    except Image.DecompressionBombError:  # Pillow's own, far larger, limit: say the server's
+        raise ApiError(413, f"{what} has far more pixels than this server's limit of {max_pixels / 1e6:.1f} "
+                            "megapixels (its header claims a decompression bomb). Downscale it first.",
+                       "too_many_pixels", max_pixels=max_pixels) from None
     except UnidentifiedImageError:
         raise ApiError(400, f"{what} starts like {mime} but its header cannot be read; the file is "
                             "corrupt or truncated.", "corrupt_image") from None

@@ -9,6 +9,13 @@ decodes lazily, so a clip of any length is never held in memory.
 A file that ends early (cut off while copying or downloading) still yields every frame that could
 be decoded; afterwards :attr:`VideoSource.truncation` says what was missing, so the caller can
 finish its output and report it instead of silently dropping the rest.
+
+The pixel cap holds for every frame, not only for the size the stream declares up front: a
+stream whose frames grow mid-clip (a raw H.264 stream can change size at any keyframe) is stopped
+with :class:`~cleancut.errors.ImageTooLargeError` before a larger frame is allocated by FFmpeg
+(its decoder's ``max_pixels`` option) or converted to a picture. :meth:`VideoSource.measure`
+counts a clip's frames and time from its packets, without decoding, for streams whose container
+declares no length.
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ class VideoSource:
         except BaseException:
             self.container.close()
             raise
+        self.max_pixels = max_pixels
         self.orientation = Orientation()  # known after the first frame (it travels with frames)
         self.decoded = 0
         self.decoded_seconds = 0.0  # end of the last decoded frame, from the stream's start
@@ -145,6 +153,29 @@ class VideoSource:
         stream.codec_context.thread_type = "AUTO"
         return stream.codec_context
 
+    def measure(self) -> tuple[int, float]:
+        """The video stream's frames and seconds counted from its packets (read, not decoded):
+        the number of packets, and the time from the first packet's start to the last one's end
+        (or the packets' durations summed, or their number over the frame rate: the longest).
+        Reads the whole file: call it on a source opened for that, not before :meth:`frames`."""
+        av = self._av
+        count, first, end, durations = 0, None, None, 0
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.size == 0:  # the flush packet at the end
+                    continue
+                count += 1
+                durations += packet.duration or 0
+                if packet.pts is not None:
+                    first = packet.pts if first is None else min(first, packet.pts)
+                    stop = packet.pts + (packet.duration or 0)
+                    end = stop if end is None else max(end, stop)
+        except (av.error.FFmpegError, OSError):  # damaged: what was read so far is what decodes
+            pass
+        span = float((end - first) * self.time_base) if first is not None and end is not None else 0.0
+        by_rate = count / float(self.average_rate) if self.average_rate else 0.0
+        return count, max(span, float(durations * self.time_base), by_rate)
+
     # ------------------------------------------------------------ decoding
 
     def frames(self) -> Iterator[Frame]:
@@ -156,9 +187,13 @@ class VideoSource:
         error: str | None = None
         step = _frame_step(self.average_rate, self.time_base)
         start = self.stream.start_time or 0
+        if self.max_pixels is not None and not self._decoder.is_open:
+            # FFmpeg refuses to allocate a frame above the cap, whatever size the stream switches to
+            self._decoder.options = {**self._decoder.options, "max_pixels": str(self.max_pixels)}
         try:
             for packet in self.container.demux(self.stream):
                 for frame in self._decoder.decode(packet):
+                    self._check_size(frame.width, frame.height)
                     pts = frame.pts if frame.pts is not None else (
                         last_pts + step if last_pts is not None else 0)
                     if last_pts is not None and pts <= last_pts:  # broken timestamps
@@ -172,6 +207,7 @@ class VideoSource:
                     last_pts = pts
                     self.decoded_seconds = float((pts + (duration or step) - start) * self.time_base)
         except (av.error.FFmpegError, OSError) as exc:
+            self._check_size(self._decoder.width, self._decoder.height)  # FFmpeg refused a larger frame
             error = reason(exc)
             if self.decoded == 0:
                 raise VideoError(f"{self.name}: cannot decode the video stream ({self.codec}): "
@@ -180,6 +216,14 @@ class VideoSource:
             raise VideoError(f"{self.name}: the video stream ({self.codec}) holds no frame that "
                              "can be decoded.")
         self.truncation = self._truncation(error, step)
+
+    def _check_size(self, width: int, height: int) -> None:
+        """ImageTooLargeError when a frame of ``width`` x ``height`` is over the pixel cap."""
+        if self.max_pixels is not None and width * height > self.max_pixels:
+            raise ImageTooLargeError(
+                f"{self.name}: frame {self.decoded + 1} is {width}x{height} = {width * height / 1e6:.1f} "
+                f"megapixels (the video's frames grow from {self.width}x{self.height}), above the limit of "
+                f"{self.max_pixels / 1e6:.1f} megapixels. Raise it with --max-pixels / max_pixels=.")
 
     def _to_image(self, frame) -> "Image.Image":
         from PIL import Image
