@@ -1,24 +1,113 @@
-"""Training throughput (images/s) of each architecture, fp32 vs bf16 autocast, channels_last.
+"""Training throughput (photos/s): real training steps with real data loading, today's data path
+beside phase D's (v10's), at several sizes, in one run.
 
-Times full training steps (forward, loss, backward, AdamW step) on random batches, so the figure is
-the compute cost of training, without data loading.
+Each measured step is what ``cleancut train`` does: the loader (``SegDataset`` through a
+``DataLoader`` with the config's workers and set weights), bf16 autocast + channels-last forward,
+the loss, backward and the AdamW step. Two data paths, the same photos, model and config:
 
-    python benchmarks/train_throughput.py --archs cnn unet cutnet --size 256 --batch 16
+- ``phase-d``: v10's phase D -- every photo decoded into RAM when the run starts, and the loss as it
+  was then (the boundary weights' k x k mean recomputed for each of the four outputs);
+- ``cache``: photos decoded once into memory-mapped arrays (``data.cache_dir``, built by
+  ``cleancut train --build-cache``) and the loss as it is now (the k x k mean as two 1-D means,
+  once per batch).
+
+    python benchmarks/train_throughput.py                          # configs/v11-duts.yaml, 256 320 416 px
+    python benchmarks/train_throughput.py --sizes 320 --steps 10 --pairs 2000
+    python benchmarks/train_throughput.py --compute-only --archs cnn unet cutnet --size 256   # no data
+
+``--pairs`` takes a seeded subset of the training pairs (both paths the same) so that phase D's
+start-up decode stays short; the per-photo cost of a step does not depend on it.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
+from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 
 from cleancut.train import archs
-from cleancut.train.config import LossConfig
+from cleancut.train.config import LossConfig, load_config
+from cleancut.train.data import SegDataset
 from cleancut.train.losses import SegLoss
+from cleancut.train.loop import WeightedSampler, select_data, use_bf16
 
 
-def measure(arch: str, size: int, batch: int, bf16: bool, steps: int, warmup: int = 2) -> float:
+class PhaseDLoss(SegLoss):
+    """The loss as v10's phase D computed it: the boundary weights' k x k window mean, once per output."""
+
+    def forward(self, outputs, target):
+        outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+        loss = 0.0
+        for i, out in enumerate(outputs):
+            weight = None
+            if self.cfg.boundary:
+                k = max(3, int(self.cfg.boundary_kernel) // 2 * 2 + 1)
+                local = F.avg_pool2d(target, k, stride=1, padding=k // 2, count_include_pad=False)
+                weight = 1.0 + self.cfg.boundary * (local - target).abs()
+            loss = loss + (1.0 if i == 0 else self.cfg.aux_weight) * self.single(out, target, weight)
+        return loss
+
+
+def loader_for(dataset: SegDataset, cfg, batch: int, seed: int) -> torch.utils.data.DataLoader:
+    weights = [cfg.data.set_weights.get(p.set, 1.0) for p in dataset.pairs]
+    workers = cfg.data.num_workers
+    return torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=WeightedSampler(weights, seed), drop_last=True,
+                                       num_workers=workers, multiprocessing_context="fork" if workers else None)
+
+
+def measure_path(cfg, pairs, path: str, sizes: list[int], steps: int, warmup: int) -> dict[int, float]:
+    data = dataclasses.replace(cfg.data, cache=True, cache_dir=cfg.data.cache_dir if path == "cache" else None)
+    t0 = time.perf_counter()
+    dataset = SegDataset(pairs, data, seed=0, train=True)
+    print(f"  {path}: dataset ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    bf16 = use_bf16(cfg.train.precision, torch.device("cpu"))
+    loss_fn = (PhaseDLoss if path == "phase-d" else SegLoss)(cfg.loss, None)
+    out = {}
+    for size in sizes:
+        torch.manual_seed(0)
+        model = archs.build(cfg.model.arch, **cfg.model.kwargs).to(memory_format=torch.channels_last).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        dataset.set_size(size)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+        it = iter(loader_for(dataset, cfg, cfg.train.batch_size, seed=size))
+        for i in range(warmup + steps):
+            if i == warmup:
+                start = time.perf_counter()
+            x, y = next(it)
+            x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                outputs = model(x)
+            loss = loss_fn(outputs, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        out[size] = steps * cfg.train.batch_size / (time.perf_counter() - start)
+        print(f"  {path} at {size} px: {out[size]:.2f} photos/s", flush=True)
+        del it
+    return out
+
+
+def compare_loaders(args) -> None:
+    cfg = load_config(args.config, [f"data.max_train={args.pairs}", f"train.batch_size={args.batch}"])
+    if not cfg.data.cache_dir:
+        cfg.data.cache_dir = ".cache/train"
+    pairs, _ = select_data(cfg)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.config}: {cfg.model.arch} "
+          f"{cfg.model.kwargs}, {len(pairs)} training pairs, batch {args.batch}, loader workers {cfg.data.num_workers}, "
+          f"{args.steps} steps after {args.warmup} warm-up steps per size", flush=True)
+    rows = {p: measure_path(cfg, pairs, p, args.sizes, args.steps, args.warmup) for p in ("phase-d", "cache")}
+    print("\n| data path | " + " | ".join(f"{s} px photos/s" for s in args.sizes) + " |")
+    print("|---|" + "---:|" * len(args.sizes))
+    for path, row in rows.items():
+        print(f"| {path} | " + " | ".join(f"{row[s]:.2f}" for s in args.sizes) + " |")
+    print("| speed-up | " + " | ".join(f"{rows['cache'][s] / rows['phase-d'][s]:.2f}x" for s in args.sizes) + " |")
+
+
+def measure_compute(arch: str, size: int, batch: int, bf16: bool, steps: int, warmup: int = 2) -> float:
     torch.manual_seed(0)
     model = archs.build(arch).to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -37,22 +126,31 @@ def measure(arch: str, size: int, batch: int, bf16: bool, steps: int, warmup: in
     return steps * batch / (time.perf_counter() - t0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--archs", nargs="+", default=["cnn", "unet", "cutnet"])
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=6)
-    args = ap.parse_args()
+def compare_archs(args) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, input {args.size}x{args.size}, batch {args.batch}")
+          f"{torch.backends.cpu.get_cpu_capability()}, input {args.size}x{args.size}, batch {args.batch}, no data loading")
     print("| architecture | parameters | fp32 img/s | bf16 img/s | bf16 speed-up |")
     print("|---|---:|---:|---:|---:|")
     for arch in args.archs:
         params = sum(p.numel() for p in archs.build(arch).parameters())
-        fp32 = measure(arch, args.size, args.batch, False, args.steps)
-        bf16 = measure(arch, args.size, args.batch, True, args.steps)
+        fp32 = measure_compute(arch, args.size, args.batch, False, args.steps)
+        bf16 = measure_compute(arch, args.size, args.batch, True, args.steps)
         print(f"| {arch} | {params / 1e6:.2f} M | {fp32:.1f} | {bf16:.1f} | {bf16 / fp32:.2f}x |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/v11-duts.yaml", help="training config (data, model, loss)")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[256, 320, 416])
+    ap.add_argument("--pairs", type=int, default=2000, help="seeded subset of the training pairs (both paths)")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--compute-only", action="store_true", help="random batches, no data: per architecture, fp32 vs bf16")
+    ap.add_argument("--archs", nargs="+", default=["cnn", "unet", "cutnet"])
+    ap.add_argument("--size", type=int, default=256, help="input size of --compute-only")
+    args = ap.parse_args()
+    compare_archs(args) if args.compute_only else compare_loaders(args)
 
 
 if __name__ == "__main__":

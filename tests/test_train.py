@@ -227,3 +227,102 @@ def test_weighted_training_and_kept_epoch_checkpoints(tmp_path):
     assert [load(ckpts / f"epoch-00{e}.pt")["epoch"] for e in (1, 2)] == [1, 2]  # kept for averaging
     with pytest.raises(ConfigError, match="train.keep_every must be >= 0"):
         load_config(None, ["train.keep_every=-1"])
+
+
+# -- issue 32: decode once, progressive resolution, the loss's cost ------------------------------
+
+def test_pair_cache_holds_every_pair_once_shrunk_and_is_rebuilt_only_when_data_change(tmp_path):
+    from cleancut.datasets import select
+    from cleancut.train.cache import PairCache, cache_folder, open_cache
+    from cleancut.train.data import load_mask, load_rgb
+
+    root = make_shapes_dataset(tmp_path / "shapes", n=6, size=64, seed=2)
+    pairs = select([root], ["train"], val_ratio=0.0)["train"]
+    cache = open_cache(pairs, tmp_path / "cache", side=40, progress=False)
+    assert len(cache) == len(pairs)
+    for i, pair in enumerate(pairs):
+        image, mask = cache[i]
+        src = load_rgb(pair.image)
+        h, w = src.shape[:2]
+        size = (round(w * 40 / max(h, w)), round(h * 40 / max(h, w)))
+        assert max(h, w) > 40 and image.shape == (size[1], size[0], 3) and mask.shape == image.shape[:2]
+        assert image.dtype == np.uint8
+        # the stored photo is the source shrunk to the long side, not another photo
+        ref = np.asarray(Image.fromarray(src).resize(size, Image.Resampling.LANCZOS))
+        assert np.abs(image.astype(int) - ref).mean() < 1.0
+        assert abs(float((mask > 127).mean()) - float((load_mask(pair.mask) > 127).mean())) < 0.03
+    folder = cache.folder
+    assert open_cache(pairs, tmp_path / "cache", side=40).folder == folder  # reused, not rebuilt
+    assert not list((tmp_path / "cache").glob(".*tmp*"))  # no half-written folder left
+    # a photo that was enlarged is never stored larger than it is
+    assert PairCache(open_cache(pairs, tmp_path / "cache", side=128).folder)[0][0].shape == load_rgb(pairs[0].image).shape
+    # other data (a changed mask) -> another folder, never the stale cache
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(pairs[0].mask)
+    os.utime(pairs[0].mask, (1, 1))
+    assert cache_folder(tmp_path / "cache", pairs, 40) != folder
+
+
+def test_pair_cache_rejects_a_mask_of_another_size(tmp_path):
+    from cleancut.datasets import select
+    from cleancut.train.cache import open_cache
+
+    root = make_shapes_dataset(tmp_path / "shapes", n=4, size=48, seed=3)
+    pairs = select([root], ["train"], val_ratio=0.0)["train"]
+    Image.fromarray(np.zeros((20, 30), np.uint8)).save(pairs[1].mask)
+    with pytest.raises(DatasetError, match="must match its photo"):
+        open_cache(pairs, tmp_path / "cache", side=48, progress=False)
+    assert not list((tmp_path / "cache").iterdir())  # nothing half-written
+
+
+def test_cached_training_sees_the_same_samples_as_the_ram_cache(shapes, tmp_path):
+    from cleancut.train.data import SegDataset
+
+    pairs = __import__("cleancut").datasets.select([shapes], ["train"])["train"]
+    ram = SegDataset(pairs, tiny_cfg(shapes).data, seed=5)
+    disk = SegDataset(pairs, tiny_cfg(shapes, f"data.cache_dir={tmp_path / 'c'}", "data.cache_side=64").data, seed=5)
+    for i in (0, 3):
+        (xa, ya), (xb, yb) = ram[i], disk[i]
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)  # photos <= cache_side are stored as they are
+
+
+def test_size_schedule_trains_each_epoch_at_its_size_and_validates_at_data_size(shapes, tmp_path):
+    from cleancut.train.config import size_at
+
+    cfg = tiny_cfg(shapes, "model.arch=unet", "model.kwargs={width: 4, depth: 2}", "train.epochs=3",
+                   "data.size_schedule=[[0, 32], [2, 48]]", f"data.cache_dir={tmp_path / 'c'}")
+    assert [size_at(cfg.data, e) for e in range(3)] == [32, 32, 48]
+    trainer = Trainer(cfg, tmp_path / "run")
+    seen = []
+    original = trainer.batch_loss
+
+    def spy(batch, autocast):
+        seen.append(batch[0].shape[-1])
+        return original(batch, autocast)
+
+    trainer.batch_loss = spy
+    trainer.fit()
+    assert [row["size"] for row in trainer.history] == [32, 32, 48]
+    assert set(seen[: trainer.steps_per_epoch]) == {32} and set(seen[-trainer.steps_per_epoch:]) == {48}
+    with pytest.raises(ConfigError, match="size_schedule"):
+        tiny_cfg(shapes, "data.size_schedule=[[1, 32]]")
+    with pytest.raises(ConfigError, match="size_schedule"):
+        tiny_cfg(shapes, "data.size_schedule=[[0, 30]]")
+
+
+def test_boundary_weight_is_the_exact_window_mean_computed_once_per_batch(monkeypatch):
+    import torch.nn.functional as F
+
+    from cleancut.train import losses
+    from cleancut.train.config import LossConfig
+
+    target = (torch.rand(2, 1, 37, 53) > 0.6).float()
+    k = 9
+    ref = 1 + 5.0 * (F.avg_pool2d(target, k, stride=1, padding=k // 2, count_include_pad=False) - target).abs()
+    assert torch.allclose(losses.boundary_weight(target, 5.0, k), ref, atol=1e-5)
+    calls = []
+    real = losses.boundary_weight
+    monkeypatch.setattr(losses, "boundary_weight", lambda *a: calls.append(1) or real(*a))
+    loss = losses.SegLoss(LossConfig(boundary=5.0, boundary_kernel=k))
+    outputs = [torch.randn(2, 1, 37, 53), torch.randn(2, 1, 19, 27), torch.randn(2, 1, 10, 14)]
+    loss(outputs, target)
+    assert len(calls) == 1

@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adversarial", action="store_true",
                    help="adversarial training with a PatchGAN discriminator (adversarial.weight defaults to "
                         f"{DEFAULT_ADV_WEIGHT} with this flag; set it with adversarial.weight=W)")
+    p.add_argument("--build-cache", action="store_true",
+                   help="only decode the training pairs into data.cache_dir (memory-mapped arrays at data.cache_side) "
+                        "and exit; a run builds it on first use too")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. train.epochs=5")
     p.set_defaults(func=run)
 
@@ -41,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     from ..train.methods import plugins_for
 
     cfg = load_config(config, args.overrides)
+    if args.build_cache:
+        return _build_cache(cfg)
     if args.adversarial and cfg.adversarial.weight <= 0:
         cfg.adversarial.weight = DEFAULT_ADV_WEIGHT
     out = args.out or str(Path("runs") / cfg.name)
@@ -52,4 +57,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"best {summary['monitor']} = {summary['best']:.4f} after {summary['epochs']} epochs; run folder {summary['run']}")
     else:
         print(f"trained {summary['epochs']} epochs; run folder {summary['run']}")
+    return 0
+
+
+def _build_cache(cfg) -> int:
+    from ..errors import ConfigError
+    from ..train.cache import open_cache
+    from ..train.loop import select_data
+
+    if not cfg.data.cache_dir:
+        raise ConfigError("--build-cache needs data.cache_dir (e.g. data.cache_dir=.cache/train)")
+    pairs, _ = select_data(cfg)
+    cache = open_cache(pairs, cfg.data.cache_dir, cfg.data.cache_side)
+    print(f"{len(cache)} training pairs at long side <= {cache.side} px, {cache.nbytes / 2**30:.2f} GiB: {cache.folder}")
     return 0

@@ -25,7 +25,14 @@ class DataConfig:
     val_ratio: float = 0.1  # random split when a root has no splits.csv
     size: int = 256  # network input (square), train and validation
     grayscale: bool = False
-    cache: bool = True  # decode all training images once into RAM
+    cache: bool = True  # decode all training images once into RAM (or into cache_dir)
+    # decode once into memory-mapped uint8 arrays under this folder (shared by loader workers and
+    # runs; built on first use or by cleancut train --build-cache), long side at most cache_side
+    cache_dir: str | None = None
+    cache_side: int = 448
+    # progressive resolution: [[epoch, size], ...] -- from each epoch (0-based) on, train at that
+    # size; validation always runs at data.size (the size the model is meant to run at)
+    size_schedule: list[list[int]] = field(default_factory=list)
     max_train: int | None = None  # use at most this many training pairs (random subset, seeded)
     fraction: float = 1.0  # fraction of the training pairs to use (scarce-label experiments)
     max_val: int | None = None  # validate on at most this many pairs per split
@@ -195,6 +202,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return cfg
 
 
+def size_at(cfg: DataConfig, epoch: int) -> int:
+    """The training size of ``epoch`` (0-based): the last ``size_schedule`` entry at or before it,
+    or ``data.size`` without a schedule."""
+    size = cfg.size
+    for start, s in cfg.size_schedule:
+        if epoch >= start:
+            size = s
+    return size
+
+
 def validate(cfg: Config) -> None:
     checks = [
         (cfg.data.size >= 16 and cfg.data.size % 16 == 0, f"data.size must be a multiple of 16 (>= 16), got {cfg.data.size}"),
@@ -216,6 +233,14 @@ def validate(cfg: Config) -> None:
         (cfg.adversarial.gan_loss in ("bce", "hinge", "lsgan"),
          f"adversarial.gan_loss must be bce, hinge or lsgan, got {cfg.adversarial.gan_loss!r}"),
     ]
+    schedule = cfg.data.size_schedule
+    ok_schedule = isinstance(schedule, list) and all(
+        isinstance(e, (list, tuple)) and len(e) == 2 and all(isinstance(v, int) for v in e) for e in schedule)
+    checks.append((ok_schedule and all(s >= 16 and s % 16 == 0 for _, s in schedule)
+                   and [e for e, _ in schedule] == sorted({e for e, _ in schedule}) and (not schedule or schedule[0][0] == 0),
+                   f"data.size_schedule must be [[epoch, size], ...] starting at epoch 0, epochs increasing, sizes "
+                   f"multiples of 16, e.g. [[0, 256], [20, 320]]; got {schedule!r}"))
+    checks.append((cfg.data.cache_side >= 16, f"data.cache_side must be >= 16, got {cfg.data.cache_side}"))
     weights = cfg.data.set_weights
     if not isinstance(weights, dict):
         checks.append((False, f"data.set_weights must map set names to weights, e.g. {{davis16: 2}}, got {weights!r}"))

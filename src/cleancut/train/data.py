@@ -94,11 +94,22 @@ class SegDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.train = train
-        self.augment = build_augment(cfg.size, cfg.augment if train else 0.0, cfg.grayscale)
+        self.size = 0
+        self.set_size(cfg.size)
         self.backgrounds = list_backgrounds(cfg.backgrounds) if train else []
         self._cache = None
-        if cfg.cache:
+        if cfg.cache and cfg.cache_dir:
+            from .cache import open_cache
+
+            self._cache = open_cache(pairs, cfg.cache_dir, cfg.cache_side)
+        elif cfg.cache:
             self._cache = [(load_rgb(p.image), load_mask(p.mask)) for p in pairs]
+
+    def set_size(self, size: int) -> None:
+        """Train at ``size`` from now on (progressive resolution: ``data.size_schedule``)."""
+        if size != self.size:
+            self.size = size
+            self.augment = build_augment(size, self.cfg.augment if self.train else 0.0, self.cfg.grayscale)
 
     def __len__(self) -> int:
         return len(self.pairs)

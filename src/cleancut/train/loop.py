@@ -33,7 +33,7 @@ from ..evaluate import evaluate
 from ..metrics import HIGHER_IS_BETTER, METRIC_NAMES
 from . import archs
 from .checkpoint import atomic_save, load, rng_state, set_rng_state
-from .config import Config
+from .config import Config, size_at
 from .data import SegDataset
 from .losses import SegLoss, main_output
 from .plugin import Plugin
@@ -356,6 +356,8 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------
     def _loader(self) -> DataLoader:
         self.dataset.epoch = self.epoch
+        if hasattr(self.dataset, "set_size"):
+            self.dataset.set_size(size_at(self.cfg.data, self.epoch))
         if self.cfg.data.set_weights and self.train_pairs is not None:
             weights = [self.cfg.data.set_weights.get(p.set, 1.0) for p in self.train_pairs]
             sampler = WeightedSampler(weights, seed=self.cfg.train.seed * 100003 + self.epoch,
@@ -455,6 +457,7 @@ class Trainer:
         return (f"cleancut train: {cfg.model.arch} on {len(self.dataset)} pairs, val "
                 f"{ {k: len(v) for k, v in self.val_pairs.items()} }, {self.dist.world} process(es) on "
                 f"{self.dist.device}, {'bf16' if self.bf16 else 'fp32'}, batch {cfg.train.batch_size}, "
+                f"size {size_at(cfg.data, self.epoch)} (validation {cfg.data.size}), "
                 f"{self.steps_per_epoch} steps/epoch, pos_weight {self.pos_weight}")
 
     def validate(self) -> dict[str, float]:
@@ -486,7 +489,7 @@ class Trainer:
         while self.epoch < cfg.train.epochs and not stop:
             bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {self.epoch + 1}/{cfg.train.epochs}", unit="step",
                        disable=not main, file=sys.stderr, mininterval=1 if sys.stderr.isatty() else 30)
-            row = {"epoch": self.epoch + 1}
+            row = {"epoch": self.epoch + 1, "size": size_at(cfg.data, self.epoch)}
             row.update(self.train_epoch(bar))
             row["lr"] = self.optimizer.param_groups[0]["lr"]  # at the end of the epoch
             bar.close()

