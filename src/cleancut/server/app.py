@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -226,8 +227,10 @@ def _lifespan(state: ServerState):
 
 
 def _install_docs(app: FastAPI, api_key: str | None) -> None:
-    """Swagger UI at /docs, served from the swagger-ui-bundle package so that it works offline
-    (FastAPI's default loads it from a CDN). Without that package, the CDN version is used.
+    """Swagger UI at /docs, served from the files of the fastapi-offline package so that it works
+    offline (FastAPI's default loads it from a CDN): Swagger UI 5, which reads the OpenAPI 3.1
+    that FastAPI publishes (swagger-ui-bundle's 4.15 could not). Without that package, the CDN
+    version is used.
 
     With an API key, ``/docs?api_key=KEY`` loads the schema with the same key (its assets are
     public: they hold no data), and the schema declares the ``X-API-Key`` header, so Swagger UI's
@@ -237,15 +240,16 @@ def _install_docs(app: FastAPI, api_key: str | None) -> None:
     from fastapi.openapi.docs import get_swagger_ui_html
 
     try:
-        from swagger_ui_bundle import swagger_ui_path
+        import fastapi_offline
     except ImportError:
-        swagger_ui_path = None
+        fastapi_offline = None
     assets = {}
-    if swagger_ui_path is not None:
+    if fastapi_offline is not None:
+        swagger_ui_path = Path(fastapi_offline.__file__).resolve().parent / "static"
         app.mount("/docs-static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static")
         assets = {"swagger_js_url": "/docs-static/swagger-ui-bundle.js",
                   "swagger_css_url": "/docs-static/swagger-ui.css",
-                  "swagger_favicon_url": "/docs-static/favicon-32x32.png"}
+                  "swagger_favicon_url": "/docs-static/favicon.png"}
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request):

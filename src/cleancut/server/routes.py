@@ -9,6 +9,7 @@ place an upload becomes the work of a request.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -53,10 +54,14 @@ def get_state(request: Request) -> ServerState:
     return request.app.state.cleancut
 
 
+_PUBLIC_EXTRA = ("parameters",)  # of a spec's free-form keys, those a client may see
+
+
 def public_spec(spec) -> dict[str, Any]:
-    info = spec.to_json()
-    info.pop("file", None)  # a server never tells where its files are
-    return info
+    """The model's description for clients: its fields and its parameter count, never where its
+    files are nor its ``training`` record (folders and runs of the machine it was trained on)."""
+    public = {f.name for f in dataclasses.fields(spec)} - {"file", "folder", "extra"}
+    return {k: v for k, v in spec.to_json().items() if k in public or k in _PUBLIC_EXTRA}
 
 
 def safe_stem(filename: str | None) -> str:
@@ -153,6 +158,11 @@ async def remove(request: Request, query: dict = Depends(query_dependency()),  #
 @ui_router.get("/")
 async def index():
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@ui_router.get("/favicon.ico")
+async def favicon():  # browsers ask for it whatever the page declares
+    return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
 
 
 __all__ = ["router", "ui_router", "get_state", "task_from_upload", "ErrorBody", "PHOTO_FIELD", "STATIC_DIR"]

@@ -52,7 +52,7 @@ from ..errors import CleancutError, ConfigError, ImageTooLargeError, VideoError,
 from ..options import RemoveOptions, options_from_mapping
 from .errors import ApiError, shown
 from .options import api_text, check_names
-from .routes import ERROR_RESPONSES, get_state
+from .routes import ERROR_RESPONSES, get_state, safe_stem
 from .state import ByteBudget, Held, ServerState, api_error
 from .uploads import BodyTooLarge, PHOTO_FIELD, capped_stream, check_content_length, client_gone, too_large
 
@@ -88,6 +88,7 @@ class VideoJob:
     cancel: threading.Event = field(default_factory=threading.Event)
     result: Path | None = None
     warning: str | None = None  # what was missing from a truncated clip
+    name: str = "clip"  # the upload's file name, made safe: the result downloads as NAME.MODE.OUTPUT
 
     def public(self) -> dict[str, Any]:
         percent = round(100.0 * self.frames / self.total, 1) if self.total else None
@@ -241,6 +242,8 @@ class VideoJobs:
             job.warning = self._public(str(exc))
         except ImageTooLargeError:
             job.status, job.error = "failed", frames_too_large(self.settings.frame_pixels).message
+        except VideoError as exc:  # the clip's fault (damaged past its first frames): said as it is
+            job.status, job.error = "failed", self._public(str(exc))
         except CleancutError as exc:
             job.status, job.error = "failed", self._public(api_error(exc, "the clip").message)
         except Exception:  # a bug: the details go to the log, the client gets a generic message
@@ -273,11 +276,12 @@ def get_jobs(request: Request) -> VideoJobs:
     return request.app.state.cleancut_video
 
 
-async def _save_upload(request: Request, path: Path, limit: int, held: Held) -> dict[str, str]:
+async def _save_upload(request: Request, path: Path, limit: int, held: Held) -> tuple[dict[str, str], str | None]:
     """The clip, streamed to ``path`` with a byte cap (the image uploads' capped reader, so the
     cap holds while a multipart body is parsed too) and counted in ``held``: the raw body, or the
-    multipart field ``file``, whose text fields are returned. A client that disconnects leaves
-    nothing behind (the caller removes the folder)."""
+    multipart field ``file``, whose text fields and file name are returned. A client that
+    disconnects leaves nothing behind (the caller removes the folder)."""
+    filename = None
     what = "a clip"
     try:
         if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
@@ -294,6 +298,7 @@ async def _save_upload(request: Request, path: Path, limit: int, held: Held) -> 
                     while chunk := await part.read(1 << 20):
                         fh.write(chunk)
                 fields = {k: v for k, v in form.multi_items() if isinstance(v, str)}
+                filename = part.filename
             finally:
                 await form.close()
         else:
@@ -308,7 +313,7 @@ async def _save_upload(request: Request, path: Path, limit: int, held: Held) -> 
     if path.stat().st_size == 0:
         raise ApiError(400, "the clip is empty; send it as the request body or as the multipart field "
                             f"'{PHOTO_FIELD}'.", "empty_body")
-    return fields
+    return fields, filename
 
 
 def _job_options(state: ServerState, values: dict[str, Any]) -> tuple[RemoveOptions, str, bool]:
@@ -355,7 +360,9 @@ async def start_video(request: Request, state: ServerState = Depends(get_state),
     upload = job.folder / "upload"
     try:
         with jobs.uploads.hold() as held:  # the clip holds no job slot while it arrives
-            fields = await _save_upload(request, upload, limit, held)
+            fields, filename = await _save_upload(request, upload, limit, held)
+        if filename:
+            job.name = safe_stem(filename)
         if fields:
             try:
                 job.options, job.output, job.smooth = _job_options(state, {**request.query_params, **fields})
@@ -399,7 +406,7 @@ async def video_result(job_id: str, jobs: VideoJobs = Depends(get_jobs)):  # noq
     if job.status != "done" or job.result is None:
         raise ApiError(409, f"video job {job.id} is {job.status}; the result can be downloaded once it is done"
                             + (f" (error: {job.error})" if job.error else "."), "not_ready", job_status=job.status)
-    return FileResponse(job.result, media_type=OUTPUTS[job.output], filename=f"cutout.{job.output}")
+    return FileResponse(job.result, media_type=OUTPUTS[job.output], filename=f"{job.name}.{job.options.resolved_mode}.{job.output}")
 
 
 @router.delete("/api/video/{job_id}", summary="Cancel a video job, or delete a finished one and its result")

@@ -1,20 +1,27 @@
 // cleancut web page, camera mode: frames from getUserMedia go to the server over the WebSocket
-// /api/stream and come back cut out (or composited) with the options chosen on the left.
-// One frame is in flight at a time, so the page never queues frames the server cannot keep up with.
+// /api/stream with reply=alpha; the server answers each with its matte alone (8-bit, zlib) and the
+// page composites the frame it sent itself, on a canvas, in the result chosen on the left (cut-out,
+// mask, colour, blur or picture). Changing the result or the colour needs nothing from the server;
+// the edge options go to it as an options message. Nothing restarts the stream.
+// Two frames are in flight at most (one processed, one waiting), never faster than the server's
+// frame-rate cap, so the model is kept busy without a queue building up.
 "use strict";
 
 (() => {
   const $ = (sel) => document.querySelector(sel);
+  const MAX_IN_FLIGHT = 2;
+  const JPEG_QUALITY = 0.85;
   const ui = {
     toggle: $("#camera-toggle"), record: $("#camera-record"), download: $("#camera-download"),
-    stats: $("#camera-stats"), error: $("#camera-error"), input: $("#camera-in"), out: $("#camera-out"),
-    frame: $(".camera-frame"), form: $("#options"),
+    stats: $("#camera-stats"), error: $("#camera-error"), ignored: $("#camera-ignored"), input: $("#camera-in"),
+    out: $("#camera-out"), frame: $(".camera-frame"), form: $("#options"), smooth: $("#camera-smooth"),
   };
   const state = {
-    running: false, ws: null, stream: null, sentAt: new Map(), index: 0, rtts: [], frames: 0,
-    dropped: 0, started: 0, recorder: null, chunks: [], capture: document.createElement("canvas"),
+    running: false, ws: null, stream: null, pending: [], encoding: 0, meta: [], rtts: [], frames: 0,
+    dropped: 0, started: 0, lastSent: 0, interval: 0, timer: null, drawing: Promise.resolve(), sentOptions: "",
+    recorder: null, chunks: [], capture: document.createElement("canvas"), backdrop: null,
   };
-  // figures for people and for tests (tests/test_browser.py reads them)
+  // figures for people and for tests (tests/test_browser.py and benchmarks/bench_web_camera.py read them)
   window.cleancutCamera = { stats: () => summary(), state };
 
   function summary() {
@@ -25,67 +32,182 @@
              rtt_p50_ms: pick(0.5), rtt_p95_ms: pick(0.95) };
   }
 
-  function streamOptions() {
-    const mode = ui.form.querySelector("input[name=mode]:checked").value;
-    const options = { mode: mode === "image" ? "cutout" : mode, format: "webp" };
-    if (mode === "color") options.bg_color = $("#bg_color").value;
-    if (mode === "blur") options.blur_radius = $("#blur_radius").value;
-    options.feather = $("#feather").value;
-    return options;
+  // ---------------------------------------------------------------- options
+
+  /** What the server applies to the matte: the edge options, and smoothing over time. */
+  function serverOptions() {
+    const clean = $("#clean").checked ? window.cleancut.CLEAN_FRACTION : "0";
+    return { feather: $("#feather").value, remove_islands: clean, fill_holes: clean,
+             smooth: ui.smooth.checked ? "true" : "false" };
   }
+
+  /** Say which options on the left the camera does not use (it never hides them silently). */
+  function showIgnored() {
+    const ignored = [];
+    if ($("#alpha_matting").checked) ignored.push("Refine edges (seconds a frame)");
+    if ($("#crop").checked) ignored.push("Crop to the subject (the frame keeps its size)");
+    if ($("#format").value !== "png") ignored.push(`Format (frames are drawn, not saved as ${$("#format").value.toUpperCase()})`);
+    let text = ignored.length ? `Not used by the camera: ${ignored.join("; ")}.` : "";
+    if (mode() === "image" && !$("#bg_image").files[0]) text += " Choose a background picture: until then the camera shows the cut-out.";
+    ui.ignored.textContent = text.trim();
+    ui.ignored.hidden = !state.running || !text;
+  }
+
+  function optionsChanged() {
+    showIgnored();
+    state.backdrop = null;  // the picture (or its size) may have changed
+    const text = JSON.stringify(serverOptions());
+    if (state.running && state.ws.readyState === WebSocket.OPEN && text !== state.sentOptions) {
+      state.ws.send(JSON.stringify({ options: serverOptions() }));
+      state.sentOptions = text;
+    }
+  }
+
+  const mode = () => ui.form.querySelector("input[name=mode]:checked").value;
 
   function showError(message) {
     ui.error.textContent = message;
     ui.error.hidden = !message;
   }
 
-  function sendFrame() {
+  // ---------------------------------------------------------------- frames out
+
+  function trySend() {
+    clearTimeout(state.timer);
     if (!state.running || state.ws.readyState !== WebSocket.OPEN || !ui.input.videoWidth) return;
+    if (state.pending.length + state.encoding >= MAX_IN_FLIGHT) return;
+    const wait = state.lastSent + state.interval - performance.now();
+    if (wait > 0) {  // never over the server's frame-rate cap
+      state.timer = setTimeout(trySend, wait);
+      return;
+    }
     const canvas = state.capture;
-    canvas.width = ui.input.videoWidth;
-    canvas.height = ui.input.videoHeight;
-    canvas.getContext("2d").drawImage(ui.input, 0, 0);
+    const [w, h] = [ui.input.videoWidth, ui.input.videoHeight];
+    if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
+    const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    ctx.drawImage(ui.input, 0, 0);
+    const frame = ctx.getImageData(0, 0, w, h);  // what the reply's matte is composited with
+    state.lastSent = performance.now();
+    state.encoding += 1;
     canvas.toBlob((blob) => {
-      if (!blob || !state.running) return;
-      state.sentAt.set(state.index++, performance.now());
+      state.encoding -= 1;
+      if (!blob || !state.running || state.ws.readyState !== WebSocket.OPEN) return;
+      state.pending.push({ sentAt: performance.now(), frame });
       state.ws.send(blob);
-    }, "image/jpeg", 0.85);
+      trySend();
+    }, "image/jpeg", JPEG_QUALITY);
   }
 
-  async function showResult(blob) {
-    const bitmap = await createImageBitmap(blob);
-    if (ui.out.width !== bitmap.width || ui.out.height !== bitmap.height) {
-      ui.out.width = bitmap.width;
-      ui.out.height = bitmap.height;
+  // ---------------------------------------------------------------- replies in
+
+  async function inflate(buffer) {
+    const stream = new Blob([buffer]).stream().pipeThrough(new DecompressionStream("deflate"));
+    return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  /** The background of the Blur and Picture results at the frame's size, RGBA. */
+  function background(frame) {
+    const { width: w, height: h } = frame;
+    if (mode() === "blur") {  // blurred at a quarter of the size: the same look, far less work
+      const small = new OffscreenCanvas(Math.max(1, w >> 2), Math.max(1, h >> 2));
+      const src = new OffscreenCanvas(w, h);
+      src.getContext("2d").putImageData(frame, 0, 0);
+      const sctx = small.getContext("2d");
+      sctx.filter = `blur(${Number($("#blur_radius").value) / 4}px)`;
+      sctx.drawImage(src, 0, 0, small.width, small.height);
+      const big = new OffscreenCanvas(w, h).getContext("2d", { willReadFrequently: true });
+      big.drawImage(small, 0, 0, w, h);
+      return big.getImageData(0, 0, w, h).data;
     }
-    const ctx = ui.out.getContext("2d");
-    ctx.clearRect(0, 0, ui.out.width, ui.out.height);
-    ctx.drawImage(bitmap, 0, 0);
-    bitmap.close();
+    if (mode() === "image" && state.backdrop && state.backdrop.width === w && state.backdrop.height === h) {
+      return state.backdrop.data;
+    }
+    return null;
+  }
+
+  async function loadBackdrop(w, h) {
+    const file = $("#bg_image").files[0];
+    if (!file || (state.backdrop && state.backdrop.width === w && state.backdrop.height === h)) return;
+    const bg = await createImageBitmap(file);
+    const ctx = new OffscreenCanvas(w, h).getContext("2d", { willReadFrequently: true });
+    const k = Math.max(w / bg.width, h / bg.height);  // cover the frame, centred (as the server does)
+    ctx.drawImage(bg, (w - bg.width * k) / 2, (h - bg.height * k) / 2, bg.width * k, bg.height * k);
+    state.backdrop = ctx.getImageData(0, 0, w, h);
+  }
+
+  /** The result of one frame from its pixels and its matte, drawn on the output canvas. */
+  function draw(frame, alpha) {
+    const { width: w, height: h } = frame;
+    const src = frame.data;
+    const out = new ImageData(w, h);
+    const dst = out.data;
+    const m = mode();
+    if (m === "image") loadBackdrop(w, h);
+    const bg = m === "color" ? null : background(frame);
+    if (m === "mask") {
+      for (let i = 0, p = 0; i < alpha.length; i++, p += 4) { dst[p] = dst[p + 1] = dst[p + 2] = alpha[i]; dst[p + 3] = 255; }
+    } else if (m === "color") {
+      const n = parseInt($("#bg_color").value.slice(1), 16);
+      const [r, g, b] = [(n >> 16) & 255, (n >> 8) & 255, n & 255];
+      for (let i = 0, p = 0; i < alpha.length; i++, p += 4) {
+        const a = alpha[i], k = 255 - a;
+        dst[p] = (src[p] * a + r * k + 127) / 255; dst[p + 1] = (src[p + 1] * a + g * k + 127) / 255;
+        dst[p + 2] = (src[p + 2] * a + b * k + 127) / 255; dst[p + 3] = 255;
+      }
+    } else if (bg) {  // blur, picture
+      for (let i = 0, p = 0; i < alpha.length; i++, p += 4) {
+        const a = alpha[i], k = 255 - a;
+        dst[p] = (src[p] * a + bg[p] * k + 127) / 255; dst[p + 1] = (src[p + 1] * a + bg[p + 1] * k + 127) / 255;
+        dst[p + 2] = (src[p + 2] * a + bg[p + 2] * k + 127) / 255; dst[p + 3] = 255;
+      }
+    } else {  // cut-out (over the page's checkerboard)
+      dst.set(src);
+      for (let i = 0, p = 3; i < alpha.length; i++, p += 4) dst[p] = alpha[i];
+    }
+    if (ui.out.width !== w || ui.out.height !== h) [ui.out.width, ui.out.height] = [w, h];
+    ui.out.getContext("2d").putImageData(out, 0, 0);
   }
 
   function onMessage(event) {
     if (typeof event.data === "string") {
       const msg = JSON.parse(event.data);
-      if (msg.type === "ready") { state.started = performance.now(); sendFrame(); }
-      if (msg.type === "frame") {
-        const sent = state.sentAt.get(msg.index);
-        state.sentAt.delete(msg.index);
-        if (sent !== undefined) state.rtts.push(performance.now() - sent);
-        if (state.rtts.length > 600) state.rtts.shift();
+      if (msg.type === "ready") {
+        state.interval = 1000 / (msg.max_fps || 30) * 1.02;
+        state.started = performance.now();
+        trySend();
+      } else if (msg.type === "frame") {
+        state.meta.push(msg);
         state.dropped = msg.dropped;
+      } else if (msg.type === "dropped") {  // the newest frame sent was refused; it is not in flight
+        state.dropped = msg.dropped;
+        state.pending.pop();
+        trySend();
       }
-      if (msg.type === "dropped") { state.dropped = msg.dropped; setTimeout(sendFrame, 10); }
       return;
     }
-    state.frames += 1;
-    showResult(event.data).finally(sendFrame);  // the next frame once this one is shown
-    if (state.frames % 10 === 0) {
-      const s = summary();
-      ui.stats.textContent = `${s.fps.toFixed(1)} frames/s · round trip ${Math.round(s.rtt_p50_ms)} ms ` +
-        `(p95 ${Math.round(s.rtt_p95_ms)}) · ${s.dropped} dropped`;
-    }
+    const sent = state.pending.shift();
+    const meta = state.meta.shift();
+    trySend();  // the next frame goes out while this one is drawn
+    if (!sent || !meta) return;
+    state.rtts.push(performance.now() - sent.sentAt);
+    if (state.rtts.length > 600) state.rtts.shift();
+    state.drawing = state.drawing.then(async () => {
+      const alpha = await inflate(event.data);
+      if (!state.running) return;
+      if (alpha.length !== sent.frame.width * sent.frame.height || meta.width !== sent.frame.width) {
+        throw new Error(`the server's matte is ${meta.width}x${meta.height}, the frame ${sent.frame.width}x${sent.frame.height}`);
+      }
+      draw(sent.frame, alpha);
+      state.frames += 1;
+      if (state.frames % 10 === 0) {
+        const s = summary();
+        ui.stats.textContent = `${s.fps.toFixed(1)} frames/s · round trip ${Math.round(s.rtt_p50_ms)} ms ` +
+          `(p95 ${Math.round(s.rtt_p95_ms)}) · ${s.dropped} dropped`;
+      }
+    }).catch((err) => { showError(`Cannot draw the camera's result: ${err.message || err}`); stop(); });
   }
+
+  // ---------------------------------------------------------------- start and stop
 
   async function start() {
     showError("");
@@ -98,32 +220,37 @@
     ui.input.srcObject = state.stream;
     await ui.input.play();
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = new URLSearchParams(streamOptions());
+    const options = serverOptions();
+    const query = new URLSearchParams({ reply: "alpha", ...options });
     const key = sessionStorage.getItem("cleancut-api-key");
     if (key) query.set("api_key", key);
     state.ws = new WebSocket(`${proto}//${location.host}/api/stream?${query}`);
-    state.ws.binaryType = "blob";
+    state.ws.binaryType = "arraybuffer";
     state.ws.onmessage = onMessage;
     state.ws.onclose = (event) => {
       if (state.running && event.code !== 1000) showError(`The server closed the stream (${event.code}) ${event.reason || ""}`);
       stop();
     };
-    Object.assign(state, { running: true, index: 0, rtts: [], frames: 0, dropped: 0, started: performance.now() });
-    state.sentAt.clear();
+    Object.assign(state, { running: true, pending: [], meta: [], encoding: 0, rtts: [], frames: 0, dropped: 0,
+                           started: performance.now(), lastSent: 0, drawing: Promise.resolve(),
+                           sentOptions: JSON.stringify(options) });
     ui.frame.hidden = false;
     ui.toggle.textContent = "Stop camera";
     ui.record.disabled = false;
+    showIgnored();
   }
 
   function stop() {
     if (state.recorder && state.recorder.state !== "inactive") state.recorder.stop();
     state.running = false;
+    clearTimeout(state.timer);
     if (state.ws && state.ws.readyState <= WebSocket.OPEN) state.ws.close(1000);
     if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
     state.stream = null;
     ui.toggle.textContent = "Start camera";
     ui.record.disabled = true;
     ui.record.textContent = "Record";
+    showIgnored();
   }
 
   function toggleRecording() {
@@ -149,7 +276,6 @@
 
   ui.toggle.addEventListener("click", () => (state.running ? stop() : start()));
   ui.record.addEventListener("click", toggleRecording);
-  ui.form.addEventListener("change", () => {
-    if (state.running && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify({ options: streamOptions() }));
-  });
+  ui.smooth.addEventListener("change", optionsChanged);
+  document.addEventListener("cleancut:options", optionsChanged);  // every option change, swatches included
 })();
