@@ -56,6 +56,20 @@ def test_single_file_goes_beside_the_input(run, photos):
     assert code == 0, err
     alpha_ok(photos / "a.cutout.png")
     assert "1 written, 0 skipped, 0 failed" in err
+    assert f"wrote {photos / 'a.cutout.png'}\n" in err  # says where it went
+
+
+def test_several_results_say_the_folder_that_holds_them(run, photos, tmp_path):
+    code, err = run(photos, "-o", tmp_path / "out")
+    assert code == 0 and f"wrote 3 files under {tmp_path / 'out'}/" in err
+    code, err = run(photos, "-o", tmp_path / "out")  # nothing written: nothing to point at
+    assert code == 0 and "wrote" not in err
+
+
+def test_colour_is_spelled_either_way(run, photos, tmp_path):
+    code, err = run(photos / "a.jpg", "-o", tmp_path / "a.png", "--bg-colour", "red")
+    assert code == 0, err
+    assert Image.open(tmp_path / "a.png").convert("RGB").getpixel((1, 1)) == (255, 0, 0)
 
 
 def test_single_file_to_named_output_picks_the_format(run, photos, tmp_path):

@@ -37,7 +37,10 @@ def add_options_to_parser(parser: argparse.ArgumentParser, scopes: tuple[str, ..
             kwargs["metavar"] = "{" + ",".join(info.choices or ()) + "}"
         else:
             kwargs["metavar"] = info.metavar or info.kind.upper()
-        groups[info.group].add_argument(info.flag, **kwargs)
+        flags = [info.flag]
+        if "color" in info.flag:  # the page and the docs say "colour": both spellings are taken
+            flags.append(info.flag.replace("color", "colour"))
+        groups[info.group].add_argument(*flags, **kwargs)
 
 
 def options_from_namespace(namespace: argparse.Namespace, base: RemoveOptions | None = None) -> RemoveOptions:

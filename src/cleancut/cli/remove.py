@@ -167,6 +167,7 @@ def _run_jobs(jobs: list[Job], failures: list[str], remover, options, overwrite:
     previous_showwarning = warnings.showwarning
     warnings.showwarning = lambda message, *a, **k: report(f"warning: {message}")
     written = 0
+    targets: list[Path] = []
     started = time.perf_counter()
     try:
         with notes_to(report):  # e.g. "preparing the alpha-matting kernels ..."
@@ -183,6 +184,7 @@ def _run_jobs(jobs: list[Job], failures: list[str], remover, options, overwrite:
                             result = future.result()
                             if result.ok:
                                 written += 1
+                                targets.append(Path(result.target))
                             else:
                                 failed.append(result.error)
                                 report(f"failed: {failed[-1]}")
@@ -194,6 +196,16 @@ def _run_jobs(jobs: list[Job], failures: list[str], remover, options, overwrite:
         bar.close()
         warnings.showwarning = previous_showwarning
 
+    if targets:
+        print(f"cleancut remove: {where_written(targets)}", file=sys.stderr)
     print(summary_line("remove", written, skipped, len(failed), time.perf_counter() - started),
           file=sys.stderr)
     return 1 if failed else 0
+
+
+def where_written(targets: list[Path]) -> str:
+    """Where the results went: the file, or the folder that holds them all."""
+    if len(targets) == 1:
+        return f"wrote {targets[0]}"
+    folder = Path(os.path.commonpath([t.parent for t in targets]))
+    return f"wrote {len(targets)} files under {folder}{os.sep}"
