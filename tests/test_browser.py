@@ -603,3 +603,38 @@ def test_camera_switches_modes_and_colours_while_streaming(camera_browser, serve
         assert page.errors == []
     finally:
         page.close()
+
+
+def test_docs_site_works_opened_from_files(browser, tmp_path):
+    """``make docs`` builds a site that works from file:// URLs: pages, not directory listings,
+    and search, without a server."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("mkdocs", reason="the docs extra (mkdocs) is not installed")
+    repo = Path(__file__).resolve().parent.parent
+    site = tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)], cwd=repo,
+                           capture_output=True, text=True, env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert build.returncode == 0, build.stderr[-2000:]
+    page = browser.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: r.url.startswith("file://") or outside.append(r.url))
+    try:
+        page.goto((site / "index.html").as_uri())
+        page.locator("a.md-nav__link[href='reference.html']").first.click()
+        page.wait_for_selector("h1#api-reference", timeout=TIMEOUT_MS)
+        assert page.url.endswith("/reference.html")
+        heading = page.inner_text("h2#cleancut\\.options\\.RemoveOptions")
+        assert heading.startswith("cleancut.options.RemoveOptions") and len(heading) < 60  # not a 3,864-character signature
+        assert ":meth:`" not in page.inner_text("article") and ":class:`" not in page.inner_text("article")
+        page.click("label.md-search__icon, .md-search__input", timeout=TIMEOUT_MS)
+        page.fill(".md-search__input", "alpha matting")
+        page.wait_for_selector(".md-search-result__item", timeout=TIMEOUT_MS)
+        page.click(".md-search-result__item a")
+        page.wait_for_load_state()
+        assert page.url.startswith("file://") and ".html" in page.url
+        assert "Index of" not in page.inner_text("body")
+        assert outside == []  # nothing from a CDN
+    finally:
+        page.close()
