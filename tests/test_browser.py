@@ -1,9 +1,11 @@
 """The web page in a real browser: Debian's chromium driven by Playwright, against the real server
 (uvicorn on a free 127.0.0.1 port, the tiny test model).
 
-Skipped only when chromium (/usr/bin/chromium: ``apt-get install -y chromium``; ``make test``
-installs it) or the Python package playwright (``pip install playwright``; no browser download is
-needed) is missing. The documentation's screenshots are taken by ``tools/screenshot_web.py``.
+Skipped only when chromium (/usr/bin/chromium: ``apt-get install -y chromium``) or the Python
+package playwright (``pip install playwright``; no browser download is needed) is missing, and
+then only outside ``make test``: it installs chromium and sets ``CLEANCUT_REQUIRE_BROWSER=1``,
+under which a missing browser fails these tests instead. The documentation's screenshots are
+taken by ``tools/screenshot_web.py``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import socket
 import threading
 import time
@@ -45,6 +48,8 @@ def _missing() -> str | None:
 def playwright_driver():
     """One Playwright driver for the module (the sync API allows one at a time)."""
     reason = _missing()
+    if reason and os.environ.get("CLEANCUT_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"the browser tests must run here (CLEANCUT_REQUIRE_BROWSER=1), but {reason}")
     if reason:
         pytest.skip(reason)
     from playwright.sync_api import sync_playwright
@@ -615,7 +620,7 @@ def test_docs_site_works_opened_from_files(browser, tmp_path):
     repo = Path(__file__).resolve().parent.parent
     site = tmp_path / "site"
     build = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(site)], cwd=repo,
-                           capture_output=True, text=True, env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+                           capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
     assert build.returncode == 0, build.stderr[-2000:]
     page = browser.new_page()
     outside: list[str] = []
