@@ -643,3 +643,18 @@ def test_docs_site_works_opened_from_files(browser, tmp_path):
         assert outside == []  # nothing from a CDN
     finally:
         page.close()
+
+
+def test_screenshot_tool_takes_the_page_and_the_brush(playwright_driver, tiny_model, tmp_path):
+    """tools/screenshot_web.py (the docs' screenshots), run here on the tiny model and a still
+    camera; in a child process, as this module's Playwright driver is running."""
+    import subprocess
+    import sys
+
+    tool = Path(__file__).resolve().parent.parent / "tools" / "screenshot_web.py"
+    run = subprocess.run([sys.executable, str(tool), "--model", str(tiny_model), "--data", str(tmp_path / "none"),
+                          "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for name in ("screenshot-web.png", "screenshot-brush.png"):
+        shot = Image.open(tmp_path / name)
+        assert shot.size == (1360, 1000) and len(np.unique(np.asarray(shot.convert("L")))) > 20

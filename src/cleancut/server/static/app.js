@@ -140,7 +140,11 @@ function makeItem(file, kind) {
 
 function addPhoto(file) {
   const item = makeItem(file, "photo");
-  $(".before", item.el).src = URL.createObjectURL(file);
+  const before = $(".before", item.el);
+  before.addEventListener("load", () => {  // the frame takes the photo's shape: the checkerboard is the photo's area
+    $(".compare", item.el).style.aspectRatio = `${before.naturalWidth} / ${before.naturalHeight}`;
+  }, { once: true });
+  before.src = URL.createObjectURL(file);
   $(".retry", item.el).addEventListener("click", () => enqueue(item));
   $(".compare", item.el).addEventListener("click", () => item.status === "done" && window.cleancut.openViewer(item));
   $(".open", item.el).addEventListener("click", () => window.cleancut.openViewer(item));

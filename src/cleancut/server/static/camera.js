@@ -3,8 +3,9 @@
 // page composites the frame it sent itself, on a canvas, in the result chosen on the left (cut-out,
 // mask, colour, blur or picture). Changing the result or the colour needs nothing from the server;
 // the edge options go to it as an options message. Nothing restarts the stream.
-// Two frames are in flight at most (one processed, one waiting), never faster than the server's
-// frame-rate cap, so the model is kept busy without a queue building up.
+// Two frames are in flight at most: while one is processed, the next is sent so that it arrives
+// just before the server is done (from the server's own time per frame), so the model is kept busy
+// without the frame waiting long; never faster than the server's frame-rate cap.
 "use strict";
 
 (() => {
@@ -18,6 +19,7 @@
   };
   const state = {
     running: false, ws: null, stream: null, pending: [], encoding: 0, meta: [], rtts: [], frames: 0,
+    serverMs: 0, encodeMs: 0,  // moving averages: the server's time per frame, the page's JPEG encoding
     dropped: 0, started: 0, lastSent: 0, interval: 0, timer: null, drawing: Promise.resolve(), sentOptions: "",
     recorder: null, chunks: [], capture: document.createElement("canvas"), backdrop: null,
   };
@@ -75,9 +77,12 @@
   function trySend() {
     clearTimeout(state.timer);
     if (!state.running || state.ws.readyState !== WebSocket.OPEN || !ui.input.videoWidth) return;
-    if (state.pending.length + state.encoding >= MAX_IN_FLIGHT) return;
-    const wait = state.lastSent + state.interval - performance.now();
-    if (wait > 0) {  // never over the server's frame-rate cap
+    const inFlight = state.pending.length + state.encoding;
+    if (inFlight >= MAX_IN_FLIGHT || (inFlight && !state.serverMs)) return;
+    let due = state.lastSent + state.interval;  // never over the server's frame-rate cap
+    if (inFlight) due = Math.max(due, state.lastSent + 0.9 * state.serverMs - state.encodeMs);
+    const wait = due - performance.now();
+    if (wait > 0) {
       state.timer = setTimeout(trySend, wait);
       return;
     }
@@ -89,14 +94,18 @@
     const frame = ctx.getImageData(0, 0, w, h);  // what the reply's matte is composited with
     state.lastSent = performance.now();
     state.encoding += 1;
+    const encodeStart = performance.now();
     canvas.toBlob((blob) => {
       state.encoding -= 1;
+      state.encodeMs = average(state.encodeMs, performance.now() - encodeStart);
       if (!blob || !state.running || state.ws.readyState !== WebSocket.OPEN) return;
       state.pending.push({ sentAt: performance.now(), frame });
       state.ws.send(blob);
       trySend();
     }, "image/jpeg", JPEG_QUALITY);
   }
+
+  const average = (mean, value) => (mean ? 0.8 * mean + 0.2 * value : value);
 
   // ---------------------------------------------------------------- replies in
 
@@ -177,10 +186,14 @@
         trySend();
       } else if (msg.type === "frame") {
         state.meta.push(msg);
+        state.serverMs = average(state.serverMs, msg.server_ms);
         state.dropped = msg.dropped;
-      } else if (msg.type === "dropped") {  // the newest frame sent was refused; it is not in flight
+      } else if (msg.type === "dropped") {  // a frame refused: it is no longer in flight
         state.dropped = msg.dropped;
-        state.pending.pop();
+        // over the frame-rate cap: the frame just received (the newest); a busy server: the frame
+        // it was about to process (the oldest not answered)
+        if (/busy/.test(msg.reason || "")) state.pending.shift();
+        else state.pending.pop();
         trySend();
       }
       return;
@@ -232,6 +245,7 @@
       stop();
     };
     Object.assign(state, { running: true, pending: [], meta: [], encoding: 0, rtts: [], frames: 0, dropped: 0,
+                           serverMs: 0, encodeMs: 0,
                            started: performance.now(), lastSent: 0, drawing: Promise.resolve(),
                            sentOptions: JSON.stringify(options) });
     ui.frame.hidden = false;

@@ -30,7 +30,7 @@
 
   function fit() {
     const box = ui.stage.getBoundingClientRect();
-    view.scale = Math.min(box.width / view.width, box.height / view.height, 1) || 1;
+    view.scale = Math.min(box.width / view.width, box.height / view.height, 4) || 1;  // small photos made larger
     view.x = (box.width - view.width * view.scale) / 2;
     view.y = (box.height - view.height * view.scale) / 2;
     applyTransform();
