@@ -59,36 +59,37 @@ def loader_for(dataset: SegDataset, cfg, batch: int, seed: int) -> torch.utils.d
                                        num_workers=workers, multiprocessing_context="fork" if workers else None)
 
 
-def measure_path(cfg, pairs, path: str, sizes: list[int], steps: int, warmup: int) -> dict[int, float]:
+def make_dataset(cfg, pairs, path: str) -> SegDataset:
     data = dataclasses.replace(cfg.data, cache=True, cache_dir=cfg.data.cache_dir if path == "cache" else None)
     t0 = time.perf_counter()
     dataset = SegDataset(pairs, data, seed=0, train=True)
     print(f"  {path}: dataset ready in {time.perf_counter() - t0:.1f} s", flush=True)
+    return dataset
+
+
+def measure(cfg, dataset: SegDataset, path: str, size: int, steps: int, warmup: int) -> float:
     bf16 = use_bf16(cfg.train.precision, torch.device("cpu"))
     loss_fn = (PhaseDLoss if path == "phase-d" else SegLoss)(cfg.loss, None)
-    out = {}
-    for size in sizes:
-        torch.manual_seed(0)
-        model = archs.build(cfg.model.arch, **cfg.model.kwargs).to(memory_format=torch.channels_last).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        dataset.set_size(size)
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
-        it = iter(loader_for(dataset, cfg, cfg.train.batch_size, seed=size))
-        for i in range(warmup + steps):
-            if i == warmup:
-                start = time.perf_counter()
-            x, y = next(it)
-            x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                outputs = model(x)
-            loss = loss_fn(outputs, y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        out[size] = steps * cfg.train.batch_size / (time.perf_counter() - start)
-        print(f"  {path} at {size} px: {out[size]:.2f} photos/s", flush=True)
-        del it
-    return out
+    torch.manual_seed(0)
+    model = archs.build(cfg.model.arch, **cfg.model.kwargs).to(memory_format=torch.channels_last).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    dataset.set_size(size)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+    it = iter(loader_for(dataset, cfg, cfg.train.batch_size, seed=size))
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        x, y = next(it)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            outputs = model(x)
+        loss = loss_fn(outputs, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    rate = steps * cfg.train.batch_size / (time.perf_counter() - start)
+    print(f"  {path} at {size} px: {rate:.2f} photos/s", flush=True)
+    return rate
 
 
 def compare_loaders(args) -> None:
@@ -99,7 +100,12 @@ def compare_loaders(args) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.config}: {cfg.model.arch} "
           f"{cfg.model.kwargs}, {len(pairs)} training pairs, batch {args.batch}, loader workers {cfg.data.num_workers}, "
           f"{args.steps} steps after {args.warmup} warm-up steps per size", flush=True)
-    rows = {p: measure_path(cfg, pairs, p, args.sizes, args.steps, args.warmup) for p in ("phase-d", "cache")}
+    paths = ("phase-d", "cache")
+    datasets = {p: make_dataset(cfg, pairs, p) for p in paths}
+    rows = {p: {} for p in paths}
+    for size in args.sizes:  # the two paths take turns, so that a background job slows them alike
+        for p in paths:
+            rows[p][size] = measure(cfg, datasets[p], p, size, args.steps, args.warmup)
     print("\n| data path | " + " | ".join(f"{s} px photos/s" for s in args.sizes) + " |")
     print("|---|" + "---:|" * len(args.sizes))
     for path, row in rows.items():
