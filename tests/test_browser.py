@@ -634,7 +634,10 @@ def test_docs_site_works_opened_from_files(browser, tmp_path):
         assert heading.startswith("cleancut.options.RemoveOptions") and len(heading) < 60  # not a 3,864-character signature
         assert ":meth:`" not in page.inner_text("article") and ":class:`" not in page.inner_text("article")
         page.click("label.md-search__icon, .md-search__input", timeout=TIMEOUT_MS)
-        page.fill(".md-search__input", "alpha matting")
+        page.wait_for_function(  # the index is loaded (by a worker, from files) before a query is typed
+            "!document.querySelector('.md-search-result__meta').textContent.includes('Initializing')",
+            timeout=TIMEOUT_MS)
+        page.type(".md-search__input", "alpha matting")
         page.wait_for_selector(".md-search-result__item", timeout=TIMEOUT_MS)
         page.click(".md-search-result__item a")
         page.wait_for_load_state()
