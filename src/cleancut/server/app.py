@@ -98,8 +98,8 @@ class ReadDeadline:
     The next piece of a body must arrive within ``timeout`` seconds, and the body at
     ``min_rate`` bytes/s on average once its first ``timeout`` seconds have passed: a client
     that pauses or trickles gets 408 (``read_timeout``) and its connection is closed, so it holds
-    nothing for longer than that. An answer sent before the body was read (401, 413, 503 ...)
-    closes the connection too, rather than let the client go on sending into it."""
+    nothing for longer than that (the 408 closes the connection, as does any answer sent before
+    the body was read: 401, 413, 503 ..., rather than let the client go on sending into it)."""
 
     def __init__(self, app, timeout: float, min_rate: int):
         self.app = app
@@ -144,7 +144,7 @@ class ReadDeadline:
             408, f"the request body arrived too slowly: {received} bytes in {seconds:.1f} s. This server "
                  f"waits at most {self.timeout:g} s for each piece of a body, and needs {self.min_rate} "
                  f"bytes/s on average after the first {self.timeout:g} s.", "read_timeout",
-            headers={"Connection": "close"}, received_bytes=received, timeout_seconds=self.timeout,
+            received_bytes=received, timeout_seconds=self.timeout,
             min_rate=self.min_rate)
 
 

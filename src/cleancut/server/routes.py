@@ -71,13 +71,14 @@ def safe_stem(filename: str | None) -> str:
 
 
 @router.get("/healthz", summary="Liveness and load", responses={503: {"model": ErrorBody}})
-async def healthz(state: ServerState = Depends(get_state)):  # noqa: B008
+async def healthz(request: Request, state: ServerState = Depends(get_state)):  # noqa: B008
     settings = state.settings
+    jobs = getattr(request.app.state, "cleancut_video", None)  # the clip jobs, once the app has started
     body = {"status": "ok" if state.pool is not None else "starting", "model": state.remover.spec.name,
             "workers": settings.workers, "max_queue": settings.max_queue, "admitted": state.admitted,
             "running": state.running, "queued": state.queued, "completed": state.completed,
             "receiving": state.uploads.bodies, "streams": state.streams, "stream_frames": state.stream_frames,
-            "max_streams": settings.stream_max_connections}
+            "max_streams": settings.stream_max_connections, "video_jobs": jobs.running() if jobs else 0}
     return JSONResponse(body, status_code=200 if state.pool is not None else 503)
 
 

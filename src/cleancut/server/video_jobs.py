@@ -29,6 +29,7 @@ saying what was missing. Messages never name the server's files.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -256,6 +257,10 @@ class VideoJobs:
                 shutil.rmtree(job.folder, ignore_errors=True)
             if job.status == "cancelled":  # deleted by its client: gone, not kept as a job without a result
                 self.forget(job)
+            # PyAV leaves reference cycles behind (a frame and its side data, an error's traceback and
+            # the stages' frames), which hold decoders and their FFmpeg threads: freed now, not at
+            # whatever later collection, so that a server's threads come back to where they were
+            gc.collect()
             with self._lock:
                 self.active -= 1
 

@@ -56,7 +56,10 @@ def in_background(items: Iterable[T], depth: int = 2, name: str = "cleancut-stag
             if kind == _END:
                 return
             if kind == _ERROR:
-                raise value
+                try:
+                    raise value
+                finally:  # the exception's traceback holds this frame: no cycle back to it (which would
+                    del value  # keep the stages' decoders and their threads alive until the cyclic GC)
             yield value
     finally:
         stop.set()
