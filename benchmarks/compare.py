@@ -132,14 +132,15 @@ class CleancutPredictor:
         from cleancut.runtime import Session
 
         self.session = Session(get_model(cfg["model"]), threads=cfg.get("threads"), batch_size=8)
+        self.guided_edges = bool(cfg.get("guided_edges"))
         h, w = self.session.spec.input_size
         self.native = f"~{w}x{h} px, photo's aspect" if self.session.spec.aspect == "keep" else f"{w}x{h}"
 
     def predict(self, image) -> np.ndarray:
-        return self.session.predict([image])[0]
+        return self.session.predict([image], guided_edges=self.guided_edges)[0]
 
     def predict_many(self, images: list) -> list[np.ndarray]:
-        return self.session.predict(images)
+        return self.session.predict(images, guided_edges=self.guided_edges)
 
 
 class _PeerPredictor:
@@ -526,7 +527,7 @@ def run_worker(entry: dict, mode: str, payload: dict, threads: int | None) -> di
     with tempfile.TemporaryDirectory(prefix="cleancut-compare-") as tmp:
         cfg_path, res_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
         cfg = {"kind": entry["kind"], "label": entry["label"], "model": entry.get("model"),
-               "threads": threads, "mode": mode, **payload}
+               "guided_edges": entry.get("guided_edges", False), "threads": threads, "mode": mode, **payload}
         cfg_path.write_text(json.dumps(cfg))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
         if entry["kind"] == "mediapipe":
@@ -563,6 +564,9 @@ def _entries(args) -> list[dict]:
                 if not sep or "/" in label:
                     label, source = Path(item).stem if item.endswith((".onnx", ".json")) else item, item
                 entries.append({"kind": "cleancut", "label": label, "display": label, "source": source})
+                if args.guided_edges:
+                    entries.append({"kind": "cleancut", "label": f"{label}+edges", "display": f"{label} + edge stage",
+                                    "source": source, "guided_edges": True})
         else:
             entries.append({"kind": kind, "label": kind, "display": DISPLAY[kind]})
     seen: dict[str, int] = {}
@@ -703,6 +707,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", nargs="+", default=["val", "val-objects"], help="splits to score (default: val val-objects)")
     parser.add_argument("--portrait-splits", nargs="*", default=["val"],
                         help="splits of portraits, the only ones the portrait-only MediaPipe model is scored on (default: val)")
+    parser.add_argument("--guided-edges", action="store_true",
+                        help="also run each cleancut model with its edge stage (the guided_edges option), as '<label> + edge stage'")
     parser.add_argument("--limit", type=int, default=None, help="first N pairs of each split (quick checks)")
     parser.add_argument("--stride", type=int, default=1,
                         help="score every k-th pair of each split (the same images for every model; default: 1 = all)")

@@ -165,6 +165,43 @@ def test_alpha_matting_refines_the_edge(remover):
     assert error < 0.005 and error < raw_error / 3
 
 
+def _matte_steps_without_photo_edge(alpha: np.ndarray, photo: np.ndarray, level: int = 3, step: float = 0.1) -> int:
+    """Neighbouring pixels whose alpha differs by more than ``step`` where the photo differs by at
+    most ``level`` (every channel): an edge of the matte that the photo does not have. A matte in
+    square blocks has them all along the blocks' sides."""
+    colour = photo.astype(np.int16)
+    count = 0
+    for axis in (0, 1):
+        jump = np.abs(np.diff(alpha, axis=axis)) > step
+        flat = np.abs(np.diff(colour, axis=axis)).max(-1) <= level
+        count += int((jump & flat).sum())
+    return count
+
+
+def test_alpha_matting_makes_no_blocks_on_a_jpeg():
+    """A dark object on a dark background, saved as JPEG: the compression flattens both into 8x8
+    blocks a level or two apart. Closed-form matting with pymatting's default regularisation
+    (1e-7) took each step for an edge and left square blocks of half transparency beside the
+    object (the README's Abyssinian); the matte must not step where the photo does not."""
+    from PIL import ImageDraw, ImageFilter
+
+    truth = Image.new("L", (128, 128))
+    ImageDraw.Draw(truth).ellipse((34, 24, 94, 104), fill=255)
+    t = np.asarray(truth, np.float32)[:, :, None] / 255
+    pixels = (1 - t) * (40, 45, 45) + t * (80, 60, 40) + np.random.default_rng(0).normal(0, 1.5, (128, 128, 3))
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=25)
+    photo = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    # a prediction as the network makes it: a little outside the object, soft
+    predicted = np.asarray(truth.filter(ImageFilter.MaxFilter(7)).filter(ImageFilter.GaussianBlur(4)), np.float32) / 255
+    blocky = refine.alpha_matting(photo, predicted, 10, 10, epsilon=1e-7)  # the regularisation of 0.2.x
+    assert _matte_steps_without_photo_edge(blocky, np.asarray(photo)) > 30  # the test sees the blocks
+    matte = refine.alpha_matting(photo, predicted, 10, 10)
+    assert _matte_steps_without_photo_edge(matte, np.asarray(photo)) == 0
+    inside, outside = np.asarray(truth) == 255, np.asarray(truth.filter(ImageFilter.MaxFilter(5))) == 0
+    assert matte[inside].mean() > 0.9 and matte[outside].mean() < 0.02
+
+
 def test_alpha_matting_at_bounded_resolution_keeps_the_size(remover, square):
     out = remover.remove(square((200, 150)), mode="mask", alpha_matting=True, matting_max_side=64)
     assert out.size == (200, 150) and arr(out)[75, 100] > 240 and arr(out)[2, 2] < 15
@@ -179,13 +216,42 @@ def test_estimate_foreground_removes_the_background_fringe():
     photo[:] = (255, 0, 0)
     a = alpha[:, :, None]
     photo = (a * 255 + (1 - a) * photo).astype(np.uint8)
-    plain = arr(process(Image.fromarray(photo), alpha, RemoveOptions()))
-    fixed = arr(process(Image.fromarray(photo), alpha, RemoveOptions(estimate_foreground=True)))
+    plain = arr(process(Image.fromarray(photo), alpha, RemoveOptions(estimate_foreground=False)))
+    fixed = arr(process(Image.fromarray(photo), alpha, RemoveOptions()))  # on by default
     # in the soft band the plain cut-out is pinkish (green low); the estimate is close to white
     assert plain[20, 9, 1] < 140
     assert fixed[20, 9, 1] > 200 and fixed[20, 9, 3] == plain[20, 9, 3]
     bounded = refine.estimate_foreground(photo, alpha, max_side=20)
     assert bounded[20, 9, 1] > 180 and np.array_equal(bounded[0, 0], photo[0, 0])
+
+
+@pytest.mark.parametrize("width", [2, 6, 10])
+def test_no_background_colour_is_left_on_a_two_colour_edge(width):
+    """A red subject on a green background with a soft edge ``width`` pixels wide, the photo made
+    by the compositing equation: where alpha > 0 the estimated colour must hold no green of the
+    background (its share along the red-to-green line at most 3 %), and composites over another
+    colour must show no green rim."""
+    h, w = 40, 200
+    ramp = np.linspace(0, 1, width + 2, dtype=np.float32)[1:-1]
+    alpha = np.zeros((h, w), np.float32)
+    alpha[:, 100:100 + width] = ramp
+    alpha[:, 100 + width:] = 1
+    fg, bg = np.array([220, 40, 40], np.float32), np.array([30, 200, 60], np.float32)
+    a = alpha[:, :, None]
+    photo = np.clip(np.rint(a * fg + (1 - a) * bg), 0, 255).astype(np.uint8)
+    soft = alpha > 0
+    for colours in (refine.estimate_foreground(photo, alpha), photo):
+        share = ((colours[soft].astype(np.float32) - fg) @ (bg - fg)) / ((bg - fg) @ (bg - fg))
+        if colours is photo:  # the photo itself holds the background: the test sees it
+            assert share.max() > 0.4
+        else:
+            assert share.max() < 0.03 and np.array_equal(colours[~soft], photo[~soft])
+    # over white the subject's edge is red fading to white: green and blue rise together
+    for options, rim in ((RemoveOptions(bg_color="white", estimate_foreground=False), True),
+                         (RemoveOptions(bg_color="white"), False)):
+        over_white = arr(process(Image.fromarray(photo), alpha, options)).astype(int)
+        green_excess = (over_white[:, 100:100 + width, 1] - over_white[:, 100:100 + width, 2]).max()
+        assert green_excess > 20 if rim else green_excess <= 6
 
 
 def test_bytes_result_uses_the_format(remover, square):

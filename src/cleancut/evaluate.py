@@ -58,10 +58,13 @@ def _batches(pairs: list[Pair], spec: ModelSpec, batch_size: int) -> Iterable[tu
         yield np.stack(xs), gts
 
 
-def evaluate(model: BatchModel, pairs: list[Pair], batch_size: int = 8, progress: bool = False) -> SODMetrics:
+def evaluate(model: BatchModel, pairs: list[Pair], batch_size: int = 8, progress: bool = False,
+             guided_edges: bool = False) -> SODMetrics:
     """Score ``model`` on ``pairs``: predictions are resized to each ground truth's resolution (and
-    sharpened there by the spec's ``alpha_temperature``, as :meth:`runtime.Session.predict` does)."""
+    sharpened there by the spec's ``alpha_temperature``, as :meth:`runtime.Session.predict` does;
+    with ``guided_edges``, through the edge stage with the photo as guide)."""
     metrics = SODMetrics()
+    photos = iter(pairs)
     batches = _batches(pairs, model.spec, batch_size)
     if progress:
         from tqdm import tqdm
@@ -71,8 +74,18 @@ def evaluate(model: BatchModel, pairs: list[Pair], batch_size: int = 8, progress
     for x, gts in batches:
         probs = model.predict_batch(x)
         for prob, gt in zip(probs, gts):
-            metrics.add(finish_alpha(prob, (gt.shape[1], gt.shape[0]), model.spec.alpha_temperature), gt)
+            pair = next(photos)
+            guide = _photo(pair, (gt.shape[1], gt.shape[0])) if guided_edges else None
+            metrics.add(finish_alpha(prob, (gt.shape[1], gt.shape[0]), model.spec.alpha_temperature, guide), gt)
     return metrics
+
+
+def _photo(pair: Pair, size: tuple[int, int]) -> Image.Image:
+    with Image.open(pair.image) as im:
+        photo = im.convert("RGB")
+    if photo.size != size:
+        raise ValueError(f"{pair.image}: the photo is {photo.size[0]}x{photo.size[1]}, its mask {size[0]}x{size[1]}")
+    return photo
 
 
 def plot_curves(curves: dict[str, dict[str, list[float]]], path: Path) -> None:

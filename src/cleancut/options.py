@@ -110,6 +110,11 @@ class RemoveOptions:
     feather: float = _option(
         0.0, "soften the mask edge with a Gaussian blur of this radius in pixels; 0 = off",
         "float", group="post-processing", minimum=0.0, maximum=1000.0)
+    guided_edges: bool = _option(
+        False, "place the mask's edge on the photo's own edges at the photo's resolution (a guided "
+        "filter fitted to the network's alpha, the photo as guide): a closer edge with less of the "
+        "old background, for about 1.5x the time of the prediction (docs: benchmarks)", "bool",
+        group="post-processing")
     # --- alpha matting ---
     alpha_matting: bool = _option(
         False, "refine the mask edge (hair, fur) with closed-form alpha matting (pymatting); "
@@ -121,13 +126,13 @@ class RemoveOptions:
         10, "pixels the sure-background region is pushed away from the mask edge when building "
         "the matting trimap", "int", group="matting", minimum=1, maximum=1000)
     matting_max_side: int = _option(
-        1024, "matting and foreground estimation run at most at this long side (larger photos "
-        "are scaled down for them), which bounds time and memory", "int", group="matting",
+        1024, "alpha matting runs at most at this long side (larger photos are scaled down for "
+        "it), which bounds time and memory", "int", group="matting",
         minimum=64, maximum=16384)
     estimate_foreground: bool | None = _option(
-        None, "re-estimate the subject's colours at the soft edge so no background colour "
-        "fringes the cut-out (pymatting); default: on when --alpha-matting is on", "bool",
-        group="matting")
+        None, "re-estimate the subject's colours at the soft edge (blur-fusion, Forte & Pitié 2021) so "
+        "no background colour fringes the cut-out or composite; default: on for cut-outs and "
+        "composites (a mask has no colours)", "bool", group="matting")
     # --- model and resources: set by whoever runs the service, never by a request ---
     model: str | None = _option(
         None, "registered model name or path of an exported .onnx (default: cleancut-default)",
@@ -177,10 +182,11 @@ class RemoveOptions:
 
     @property
     def foreground_estimation(self) -> bool:
-        """Whether edge colours are re-estimated (``estimate_foreground``, default: ``alpha_matting``)."""
+        """Whether edge colours are re-estimated (``estimate_foreground``; by default for every
+        mode but ``mask``)."""
         if self.resolved_mode == "mask":
             return False
-        return self.alpha_matting if self.estimate_foreground is None else self.estimate_foreground
+        return True if self.estimate_foreground is None else self.estimate_foreground
 
     def replace(self, **changes: Any) -> "RemoveOptions":
         """A copy with some options changed (validated); unknown names raise ConfigError."""

@@ -93,7 +93,8 @@ def _power(x: np.ndarray, k: float) -> np.ndarray:
     return result
 
 
-def finish_alpha(alpha: np.ndarray, size: tuple[int, int], temperature: float) -> np.ndarray:
+def finish_alpha(alpha: np.ndarray, size: tuple[int, int], temperature: float,
+                 guide: Image.Image | None = None) -> np.ndarray:
     """The network's alpha (float HxW in [0, 1]) as the runtime hands it out: resized to the
     photo's ``size = (width, height)`` (bilinear), then sharpened (:func:`sharpen_alpha`, read
     from a table of the curve at 65,536 levels). The runtime, ``cleancut evaluate`` and the
@@ -101,7 +102,14 @@ def finish_alpha(alpha: np.ndarray, size: tuple[int, int], temperature: float) -
 
     With sharpening, the resize is done on 16-bit levels of alpha, which then index the
     sharpening table directly (within 2e-4 of resizing and sharpening in float for temperature
-    0.2): a 480p video frame takes 3 ms instead of 7. Temperature 1 resizes in float."""
+    0.2): a 480p video frame takes 3 ms instead of 7. Temperature 1 resizes in float.
+
+    With ``guide`` (the photo, of ``size``), the edge is placed by the photo's own pixels
+    (:func:`guided_alpha`, the edge stage)."""
+    if guide is not None:
+        if guide.size != tuple(size):
+            raise ValueError(f"the guide is {guide.size}, the alpha is asked at {tuple(size)}")
+        return guided_alpha(alpha, guide, temperature)
     if temperature == 1.0:
         return resize_alpha(alpha, size)
     index = _levels(alpha)
@@ -109,6 +117,11 @@ def finish_alpha(alpha: np.ndarray, size: tuple[int, int], temperature: float) -
         # Pillow >= 11 resizes 16-bit images with every filter; the float path needs 2 copies more
         index = np.asarray(Image.fromarray(index).resize(tuple(size), Image.BILINEAR))
     return _sharpen_table(float(temperature))[index]
+
+
+def _sharpened(alpha: np.ndarray, temperature: float) -> np.ndarray:
+    """``alpha`` in [0, 1] sharpened as :func:`finish_alpha` does (from the table)."""
+    return alpha if temperature == 1.0 else _sharpen_table(float(temperature))[_levels(alpha)]
 
 
 def _levels(alpha: np.ndarray) -> np.ndarray:
@@ -140,3 +153,178 @@ def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return a
     img = Image.fromarray(a, mode="F").resize(tuple(size), Image.BILINEAR)
     return np.clip(np.asarray(img, np.float32), 0.0, 1.0)
+
+
+# ---------------------------------------------------------------- edge stage: guided upsampling
+
+
+def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
+    """Mean over the ``(2 radius + 1)²`` window around each pixel of ``x`` (``HxW`` or ``HxWxC``,
+    float32), the window cut at the borders (divided by the pixels it holds): running sums along
+    each axis, O(1) a pixel whatever the radius."""
+    x = np.asarray(x, np.float32)
+    out = _box_sum(_box_sum(x, radius, 0), radius, 1)
+    h, w = x.shape[:2]
+    count = np.outer(_window_counts(h, radius), _window_counts(w, radius)).astype(np.float32)
+    return out / (count[:, :, None] if x.ndim == 3 else count)
+
+
+def _window_counts(n: int, radius: int) -> np.ndarray:
+    i = np.arange(n)
+    return np.minimum(i + radius, n - 1) - np.maximum(i - radius, 0) + 1
+
+
+def _box_sum(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
+    """Sums over ``[i - radius, i + radius]`` along ``axis``, cut at the ends: differences of the
+    running sum (with a leading zero)."""
+    n = x.shape[axis]
+
+    def at(i: int, j: int) -> tuple:  # the slice i:j along ``axis``
+        key = [slice(None)] * x.ndim
+        key[axis] = slice(i, j)
+        return tuple(key)
+
+    shape = list(x.shape)
+    shape[axis] = n + 1
+    c = np.empty(shape, np.float32)
+    c[at(0, 1)] = 0
+    np.cumsum(x, axis=axis, out=c[at(1, n + 1)])
+    r = radius
+    if n <= 2 * r + 1:  # every window is cut: index each end
+        i = np.arange(n)
+        return np.take(c, np.minimum(i + r, n - 1) + 1, axis=axis) - np.take(c, np.maximum(i - r, 0), axis=axis)
+    out = np.empty(x.shape, np.float32)
+    out[at(0, r)] = c[at(r + 1, 2 * r + 1)]  # windows cut at the start
+    np.subtract(c[at(2 * r + 1, n + 1)], c[at(0, n - 2 * r)], out=out[at(r, n - r)])
+    np.subtract(c[at(n, n + 1)], c[at(n - 2 * r, n - r)], out=out[at(n - r, n)])  # cut at the end
+    return out
+
+
+def guided_coefficients(guide: np.ndarray, p: np.ndarray, radius: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """The guided filter's (He et al., 2010/2013) window-averaged linear coefficients ``a`` (``HxWx3``)
+    and ``b`` (``HxW``) of ``p`` (``HxW``) on a colour ``guide`` (``HxWx3`` in [0, 1]): the output is
+    ``(a * guide).sum(-1) + b``. Each window fits ``p ~ a . I + b`` by ridge regression (``eps``), so
+    where the photo has an edge the output takes ``p``'s step there."""
+    if guide.ndim == 2:  # a grey guide: one coefficient
+        mean_i, mean_p = box_mean(guide, radius), box_mean(p, radius)
+        var_i = box_mean(guide * guide, radius) - mean_i * mean_i
+        a = (box_mean(guide * p, radius) - mean_i * mean_p) / (var_i + eps)
+        b = mean_p - a * mean_i
+        return box_mean(a, radius), box_mean(b, radius)
+    mean_i = box_mean(guide, radius)
+    mean_p = box_mean(p, radius)
+    cov_ip = box_mean(guide * p[:, :, None], radius) - mean_i * mean_p[:, :, None]
+    # the 3x3 covariance of the colour in each window, plus eps on the diagonal
+    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
+    prod = np.stack([guide[:, :, i] * guide[:, :, j] for i, j in pairs], -1)
+    m = box_mean(prod, radius)
+    s = {ij: m[:, :, k] - mean_i[:, :, ij[0]] * mean_i[:, :, ij[1]] for k, ij in enumerate(pairs)}
+    rr, rg, rb, gg, gb, bb = (s[(0, 0)] + eps, s[(0, 1)], s[(0, 2)], s[(1, 1)] + eps, s[(1, 2)], s[(2, 2)] + eps)
+    # the inverse by cofactors (symmetric)
+    i_rr, i_rg, i_rb = gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb
+    i_gg, i_gb, i_bb = rr * bb - rb * rb, rb * rg - rr * gb, rr * gg - rg * rg
+    det = rr * i_rr + rg * i_rg + rb * i_rb
+    c0, c1, c2 = cov_ip[:, :, 0], cov_ip[:, :, 1], cov_ip[:, :, 2]
+    a = np.stack([i_rr * c0 + i_rg * c1 + i_rb * c2,
+                  i_rg * c0 + i_gg * c1 + i_gb * c2,
+                  i_rb * c0 + i_gb * c1 + i_bb * c2], -1) / det[:, :, None]
+    b = mean_p - (a * mean_i).sum(-1)
+    return box_mean(a, radius), box_mean(b, radius)
+
+
+#: the edge stage's guided filter: window radius (in pixels of its working size), regularisation
+#: (on colours in [0, 1]) and working size (a share of the network's input size), chosen on
+#: duts-val, val and val-objects (benchmarks/edge_stages.py; docs/benchmarks.md)
+GUIDED_RADIUS = 3
+GUIDED_EPS = 3e-3
+GUIDED_SCALE = 0.5
+_SURE = 1 / 512  # sharpened alpha this close to 0 or 1 is 0 or 1 in 8 bits
+_TILE = 8  # working-size pixels a tile of the band is made of
+
+
+def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0, radius: int = GUIDED_RADIUS,
+                 eps: float = GUIDED_EPS, scale: float = GUIDED_SCALE) -> np.ndarray:
+    """The edge stage: the network's alpha (float ``hxw`` in [0, 1], at its own size) at the size
+    of the photo ``guide``, its edge placed by the photo's own pixels, then sharpened by
+    ``temperature``. It is the fast guided filter (He & Sun, 2015; He et al.'s guided filter
+    fitted at a low resolution and applied at the full one) used as edge-aware upsampling: the
+    alpha is fitted, in each window of ``2 radius + 1`` pixels at ``scale`` x the network's size,
+    as a linear function of the photo's colour there (ridge regression, ``eps``), and that
+    function is evaluated on the photo's pixels at full size. Where the photo has an edge near the
+    network's soft one, the alpha steps on the photo's edge.
+
+    For a photo larger than the working size the fit is applied only along the uncertain band
+    (working pixels whose alpha, before or after the fit, is not 0 or 1 once sharpened, and their
+    neighbours), in tiles of the photo; elsewhere the alpha is :func:`finish_alpha`'s, the same
+    there."""
+    size = tuple(guide.size)
+    h, w = np.shape(alpha)
+    work = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size[0] * size[1] <= work[0] * work[1]:
+        work = size  # a small photo: fit and apply at its own size
+    rgb = guide if guide.mode in ("RGB", "L") else guide.convert("RGB")  # L: a grey guide, cheaper
+    small = np.asarray(rgb.resize(work, Image.BOX) if work != size else rgb, np.float32) / np.float32(255)
+    p = np.asarray(alpha, np.float32)
+    if work != (w, h):
+        p = np.asarray(Image.fromarray(p, mode="F").resize(work, Image.BOX))
+    a, b = guided_coefficients(small, np.clip(p, 0.0, 1.0), radius, eps)
+    fitted = np.clip((np.einsum("hwc,hwc->hw", a, small) if a.ndim == 3 else a * small) + b, 0.0, 1.0)
+    if work == size:
+        return _sharpened(fitted, temperature)
+    out = finish_alpha(alpha, size, temperature)
+    lo = 1 / (1 + ((1 - _SURE) / _SURE) ** temperature)  # the alpha that sharpening takes to _SURE
+    band = ((p > lo) & (p < 1 - lo)) | ((fitted > lo) & (fitted < 1 - lo))
+    if not band.any():
+        return out
+    band = _grow(band)
+    maps = np.concatenate([a.transpose(2, 0, 1) if a.ndim == 3 else a[None], b[None]])  # a per channel, b
+    sx, sy = size[0] / work[0], size[1] / work[1]
+    for x0, y0, x1, y1 in _band_tiles(band):
+        left, top = int(x0 * sx), int(y0 * sy)
+        right, bottom = min(size[0], int(np.ceil(x1 * sx))), min(size[1], int(np.ceil(y1 * sy)))
+        (r0, r1), fy = _bilinear_taps(top, bottom, sy, work[1])
+        (c0, c1), fx = _bilinear_taps(left, right, sx, work[0])
+        rows = maps[:, r0] + (maps[:, r1] - maps[:, r0]) * fy[None, :, None]  # maps x tile rows x work columns
+        *gains, q = rows[:, :, c0] + (rows[:, :, c1] - rows[:, :, c0]) * fx  # the maps at the tile's pixels
+        crop = np.asarray(rgb.crop((left, top, right, bottom))).reshape(bottom - top, right - left, -1)
+        q += sum(g * crop[:, :, c] for c, g in enumerate(gains)) * np.float32(1 / 255)
+        out[top:bottom, left:right] = _sharpened(np.clip(q, 0.0, 1.0, out=q), temperature)
+    return out
+
+
+def _bilinear_taps(start: int, stop: int, scale: float, n: int) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray]:
+    """Bilinear resampling of pixels ``start:stop`` of an axis ``scale`` times ``n`` long from that
+    axis's ``n`` pixels, pixel centres aligned and edges clamped as in Pillow's ``resize``: the two
+    source indices of each pixel and the weight of the second."""
+    centre = (np.arange(start, stop) + 0.5) / scale - 0.5
+    low = np.floor(centre)
+    frac = (centre - low).astype(np.float32)
+    low = low.astype(np.int64)
+    return (np.clip(low, 0, n - 1), np.clip(low + 1, 0, n - 1)), frac
+
+
+def _grow(mask: np.ndarray) -> np.ndarray:
+    """``mask`` and its 8 neighbours."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    grown = out.copy()
+    grown[:, 1:] |= out[:, :-1]
+    grown[:, :-1] |= out[:, 1:]
+    return grown
+
+
+def _band_tiles(band: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Rectangles ``(x0, y0, x1, y1)`` of working pixels covering ``band``: rows of ``_TILE``
+    pixels, each cut into the runs of ``_TILE``-pixel blocks that hold band pixels."""
+    h, w = band.shape
+    rows, cols = -(-h // _TILE), -(-w // _TILE)
+    padded = np.zeros((rows * _TILE, cols * _TILE), bool)
+    padded[:h, :w] = band
+    blocks = padded.reshape(rows, _TILE, cols, _TILE).any(axis=(1, 3))
+    tiles = []
+    for r in range(rows):
+        edges = np.flatnonzero(np.diff(np.concatenate([[False], blocks[r], [False]]).astype(np.int8)))
+        for start, stop in zip(edges[::2], edges[1::2]):
+            tiles.append((start * _TILE, r * _TILE, min(w, stop * _TILE), min(h, (r + 1) * _TILE)))
+    return tiles

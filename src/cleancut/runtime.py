@@ -95,8 +95,9 @@ class Session:
                     f"(shape {shape}). The JSON spec does not belong to this ONNX file.")
         self._batch_dim = shape[0] if isinstance(shape[0], int) else None
 
-    def predict(self, images: Sequence[Image.Image]) -> list[np.ndarray]:
-        """Alpha masks (float32 HxW in [0, 1], each at its image's size) for RGB images."""
+    def predict(self, images: Sequence[Image.Image], guided_edges: bool = False) -> list[np.ndarray]:
+        """Alpha masks (float32 HxW in [0, 1], each at its image's size) for RGB images; with
+        ``guided_edges``, each edge placed by its photo (:func:`cleancut.preprocess.guided_alpha`)."""
         results: list[np.ndarray | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}  # with aspect 'keep', photos differ in network size
         for i, image in enumerate(images):
@@ -106,7 +107,8 @@ class Session:
                 chunk = indices[start:start + self.batch_size]
                 out = self.run_batch(np.stack([to_input(images[i], self.spec) for i in chunk]))
                 for i, alpha in zip(chunk, out):
-                    results[i] = finish_alpha(alpha, images[i].size, self.spec.alpha_temperature)
+                    results[i] = finish_alpha(alpha, images[i].size, self.spec.alpha_temperature,
+                                              guide=images[i] if guided_edges else None)
         return results
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
