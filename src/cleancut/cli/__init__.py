@@ -15,7 +15,7 @@ import sys
 from ..errors import CleancutError
 
 # Order in --help; modules not listed come after, alphabetically.
-_ORDER = ["remove", "video", "live", "batch", "models", "serve", "warmup", "train", "distill", "evaluate", "export", "pretrain", "tune", "explain"]
+_ORDER = ["remove", "video", "live", "batch", "models", "serve", "warmup", "train", "finetune", "distill", "evaluate", "export", "pretrain", "tune", "explain"]
 
 
 def _command_modules() -> list[str]:

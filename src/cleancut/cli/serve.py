@@ -60,6 +60,10 @@ def register(subparsers) -> None:
     group.add_argument("--root-path", default="", metavar="PREFIX",
                        help="URL prefix when a reverse proxy serves the app under a sub-path")
     group.add_argument("--no-ui", action="store_true", help="serve the API only, no web page at /")
+    group.add_argument("--examples", metavar="DIR", default=None,
+                       help="let the page's 'Save as example' store each photo and its corrected mask in DIR "
+                            "(im/ + gt/, the layout cleancut finetune reads; created if missing; atomic, never "
+                            "overwriting) and serve the set as a zip at /api/examples/zip. Default: off")
     group.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                        help="let browser pages from this origin (e.g. https://example.com; * for any) call "
                             "the API; repeatable. Default: no CORS headers, so only the server's own page can")
@@ -200,7 +204,8 @@ def run(args: argparse.Namespace) -> int:
         stream_idle_seconds=args.stream_idle_seconds, max_video_bytes=int(args.max_video_mb * MIB),
         max_video_seconds=args.max_video_seconds, max_video_pixels=args.max_video_pixels,
         max_video_jobs=args.max_video_jobs, stream_max_connections=args.stream_max_connections,
-        allowed_hosts=(*args.allowed_hosts, *_bound_name(args.host)), read_timeout=args.read_timeout, min_read_rate=args.min_read_rate)
+        allowed_hosts=(*args.allowed_hosts, *_bound_name(args.host)), read_timeout=args.read_timeout, min_read_rate=args.min_read_rate,
+        examples_dir=args.examples)
     if settings.api_key is None and not is_loopback(args.host):
         print(f"cleancut serve: warning: listening on {args.host} without --api-key: anyone who can reach "
               "this address can use the service (set --api-key or $CLEANCUT_API_KEY)", file=sys.stderr)

@@ -40,6 +40,7 @@ from ..errors import ConfigError
 from .errors import ApiError, shown
 from .options import api_text
 from .routes import STATIC_DIR, router, ui_router
+from .examples import router as examples_router
 from .security import ApiKeyGate, HostGate, query_key, redact_logs, redact_query
 from .stream import router as stream_router
 from .video_jobs import VideoJobs
@@ -307,6 +308,7 @@ def build_app(settings: ServerSettings | None = None) -> FastAPI:
     app.include_router(router)
     app.include_router(stream_router)
     app.include_router(video_router)
+    app.include_router(examples_router)  # "Save as example"; answers 404 unless settings.examples_dir
     _install_docs(app, settings.api_key)
     if settings.ui:
         app.include_router(ui_router)

@@ -98,6 +98,8 @@ class ServerSettings:
     allowed_hosts: tuple[str, ...] = ()
     read_timeout: float = DEFAULT_READ_TIMEOUT
     min_read_rate: int = DEFAULT_MIN_READ_RATE
+    # "Save as example" stores photo + mask pairs here (cleancut.server.examples); None: off
+    examples_dir: str | os.PathLike | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.options, RemoveOptions):
@@ -124,6 +126,10 @@ class ServerSettings:
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 flag = "--max-upload-mb" if name == "max_upload_bytes" else "--" + name.replace("_", "-")
                 raise ConfigError(f"{name} ({flag}) expects an integer >= {minimum}, got {value!r}.")
+        if self.examples_dir is not None:  # created if missing, and checked to be writable
+            from ..examples import examples_folder
+
+            object.__setattr__(self, "examples_dir", examples_folder(self.examples_dir))
 
     @property
     def frame_pixels(self) -> int:
