@@ -83,7 +83,7 @@ class Tally:
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.sent = Counter()  # "requests", "messages"
+        self.sent = Counter()  # "requests", "connections" (WebSocket), "messages" (sent whole on one)
         self.codes = Counter()  # "200", "408", "ws 4401", "no answer" ...
 
     def add(self, sent: str, code: str, n: int = 1) -> None:
@@ -314,9 +314,9 @@ def _stream_client(t: Target, frame: bytes, stop: threading.Event, tally: Tally,
                     ws.recv(timeout=60)
                 time.sleep(0.03)
             ws.close()
-        tally.add("messages", "ws 1000 (client)", 0)
+        tally.add("connections", "ws 1000 (client)")
     except ConnectionClosed as exc:
-        tally.add("messages", f"ws {exc.rcvd.code if exc.rcvd else 'gone'}", 0)
+        tally.add("connections", f"ws {exc.rcvd.code if exc.rcvd else 'gone'}")
 
 
 def round_slow(t: Target, args, tally: Tally, seconds: float) -> dict:
@@ -384,7 +384,7 @@ def round_websocket(t: Target, args, tally: Tally) -> dict:
                 code = ws_outcome(ws, send, tally)
         except InvalidStatus as exc:  # refused at the handshake
             code = f"http {exc.response.status_code}"
-        tally.add("messages", f"{label}: {code}")
+        tally.add("connections", f"{label}: {code}")
 
     for _ in range(args.repeat):
         expect("no key", lambda: t.ws(key=False))
@@ -404,7 +404,7 @@ def round_websocket(t: Target, args, tally: Tally) -> dict:
             tally.count("messages")
             ws.socket.shutdown(socket.SHUT_RDWR)
             ws.socket.close()
-            tally.add("messages", "vanished: (no close)", 0)
+            tally.add("connections", "vanished: (no close)")
     t.wait_idle()  # the connections above are gone
     open_ = []
     try:  # every stream slot taken: the next ones are told to come back later
@@ -412,6 +412,7 @@ def round_websocket(t: Target, args, tally: Tally) -> dict:
             ws = t.ws()
             ws.recv(timeout=30)
             open_.append(ws)
+            tally.count("connections")
         for _ in range(4):
             expect("over the cap", t.ws)
     finally:
