@@ -24,6 +24,12 @@ runs outside the object (a trimap border counted as object) scores high.
     python benchmarks/edge_stages.py cleancut-default --data datasets ../shared/data \\
         --split duts-val val val-objects --stride 20 10 10 --threads 1
     python benchmarks/edge_stages.py --labels --data datasets ../shared/data --split train --stride 25
+    python benchmarks/edge_stages.py cleancut-default --speed samples/*.jpg --megapixels 1 12 --threads 2
+
+``--speed`` times :meth:`cleancut.Remover.predict_mask` with and without the edge stage on the same
+photos (scaled to each size), interleaved in one run, and the foreground colour estimation
+(:func:`cleancut.refine.estimate_foreground`, on by default for cut-outs and composites) on its
+mask.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from cleancut import datasets
 from cleancut.evaluate import OnnxModel, _batches
 from cleancut.metrics import EDGE_METRIC_NAMES, EdgeMetrics, edge_figures, format_table, inside_distance
 from cleancut.models import get_model
-from cleancut.preprocess import finish_alpha, network_size, resize_alpha, sharpen_alpha
+from cleancut.preprocess import GUIDED_EPS, GUIDED_RADIUS, finish_alpha, resize_alpha, sharpen_alpha
 
 
 def _scaled_gt(gt: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -82,7 +88,7 @@ def stages(model: str, pairs: list, threads: int | None, radii: list[int], epses
                 for e in epses:
                     name = f"edge stage r {r} eps {e:g}"
                     started = time.perf_counter()
-                    alpha = finish_alpha(prob, size, temp, guide=photo, radius=r, eps=e)
+                    alpha = guided_alpha(prob, photo, temp, r, e)
                     cost[name] += time.perf_counter() - started
                     acc[name].add(alpha, gt)
     out = {}
@@ -135,18 +141,65 @@ def _local_mean(rgb: np.ndarray, where: np.ndarray, radius: int = 7) -> np.ndarr
     return out
 
 
+def speed(model: str, photos: list[str], megapixels: list[float], repeats: int, threads: int | None) -> None:
+    """``Remover.predict_mask`` (decoded photo in memory: flatten, network input, network, resize
+    and sharpening) with and without the edge stage, interleaved in one run, median per photo."""
+    import os
+
+    from cleancut import Remover
+
+    remover = Remover(model, threads=threads)
+    remover.load()
+    print(f"load average at the start: {os.getloadavg()[0]:.1f}")
+    from cleancut.refine import estimate_foreground
+
+    print("| photo size | predict_mask (ms) | with the edge stage (ms) | ratio | foreground colours (ms) | per MP |\n"
+          "|---|---:|---:|---:|---:|---:|")
+    for mp in megapixels:
+        plain, guided, colours = [], [], []
+        for path in photos:
+            with Image.open(path) as im:
+                src = im.convert("RGB")
+            w = round((mp * 1e6 * src.width / src.height) ** 0.5)
+            photo = src.resize((w, round(mp * 1e6 / w)), Image.BICUBIC)
+            remover.predict_mask(photo, guided_edges=True)  # warm
+            rgb = np.asarray(photo)
+            for _ in range(repeats):
+                for runs, flag in ((plain, False), (guided, True)):
+                    started = time.perf_counter()
+                    alpha = remover.predict_mask(photo, guided_edges=flag)
+                    runs.append(time.perf_counter() - started)
+                started = time.perf_counter()
+                estimate_foreground(rgb, alpha)
+                colours.append(time.perf_counter() - started)
+        a, b, c = 1000 * np.median(plain), 1000 * np.median(guided), 1000 * np.median(colours)
+        print(f"| {mp:g} MP ({photo.width}x{photo.height}) | {a:.1f} | {b:.1f} | {b / a:.2f} | {c:.1f} | "
+              f"{c / (photo.width * photo.height / 1e6):.1f} |")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("model", nargs="?", default="cleancut-default")
-    p.add_argument("--data", nargs="+", required=True)
+    p.add_argument("--data", nargs="+")
+    p.add_argument("--speed", nargs="*", metavar="PHOTO",
+                   help="time predict_mask with and without the edge stage on these photos, scaled to --megapixels")
+    p.add_argument("--megapixels", type=float, nargs="+", default=[1, 12])
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--split", nargs="+", default=["val"])
     p.add_argument("--stride", type=int, nargs="+", default=[1], help="one per split, or one for all")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--labels", action="store_true", help="measure the labels' edges instead of a model")
-    p.add_argument("--radius", type=int, nargs="*", default=[2], help="edge stage radii (network pixels)")
-    p.add_argument("--eps", type=float, nargs="*", default=[1e-3], help="edge stage regularisation")
+    p.add_argument("--radius", type=int, nargs="*", default=[GUIDED_RADIUS],
+                   help="edge stage radii (pixels at its working size, half the network's)")
+    p.add_argument("--eps", type=float, nargs="*", default=[GUIDED_EPS], help="edge stage regularisation")
     p.add_argument("--thresholds", type=float, nargs="*", default=[0.3, 0.7])
     args = p.parse_args(argv)
+    if args.speed:
+        speed(args.model, args.speed, args.megapixels, args.repeats, args.threads)
+        return 0
+    if not args.data:
+        p.error("--data is needed (or --speed PHOTO ...)")
     strides = args.stride * len(args.split) if len(args.stride) == 1 else args.stride
     selected = datasets.select(args.data, args.split)
     for (split, pairs), stride in zip(selected.items(), strides):

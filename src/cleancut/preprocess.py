@@ -251,7 +251,10 @@ def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0
     alpha is fitted, in each window of ``2 radius + 1`` pixels at ``scale`` x the network's size,
     as a linear function of the photo's colour there (ridge regression, ``eps``), and that
     function is evaluated on the photo's pixels at full size. Where the photo has an edge near the
-    network's soft one, the alpha steps on the photo's edge.
+    network's soft one, the alpha steps on the photo's edge. The stage only takes alpha away: the
+    result is at most :func:`finish_alpha`'s, so the filter's known halo (windows of one colour
+    beyond the edge keep the mean of the network's tail) never adds to what the network kept; it
+    removes the old background the network kept beside the object, which is the fringe.
 
     For a photo larger than the working size the fit is applied only along the uncertain band
     (working pixels whose alpha, before or after the fit, is not 0 or 1 once sharpened, and their
@@ -269,9 +272,9 @@ def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0
         p = np.asarray(Image.fromarray(p, mode="F").resize(work, Image.BOX))
     a, b = guided_coefficients(small, np.clip(p, 0.0, 1.0), radius, eps)
     fitted = np.clip((np.einsum("hwc,hwc->hw", a, small) if a.ndim == 3 else a * small) + b, 0.0, 1.0)
-    if work == size:
-        return _sharpened(fitted, temperature)
     out = finish_alpha(alpha, size, temperature)
+    if work == size:
+        return np.minimum(_sharpened(fitted, temperature), out)
     lo = 1 / (1 + ((1 - _SURE) / _SURE) ** temperature)  # the alpha that sharpening takes to _SURE
     band = ((p > lo) & (p < 1 - lo)) | ((fitted > lo) & (fitted < 1 - lo))
     if not band.any():
@@ -288,7 +291,8 @@ def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0
         *gains, q = rows[:, :, c0] + (rows[:, :, c1] - rows[:, :, c0]) * fx  # the maps at the tile's pixels
         crop = np.asarray(rgb.crop((left, top, right, bottom))).reshape(bottom - top, right - left, -1)
         q += sum(g * crop[:, :, c] for c, g in enumerate(gains)) * np.float32(1 / 255)
-        out[top:bottom, left:right] = _sharpened(np.clip(q, 0.0, 1.0, out=q), temperature)
+        plain = out[top:bottom, left:right]
+        np.minimum(_sharpened(np.clip(q, 0.0, 1.0, out=q), temperature), plain, out=plain)
     return out
 
 

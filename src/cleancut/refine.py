@@ -275,13 +275,16 @@ def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, max_side: int = FORE
     scale = max(size) / max(w, h)  # the radii are in the photo's pixels
     fg_mean, bg_mean = _blur_fusion_means(small_rgb.astype(np.float32) * np.float32(1 / 255), small_alpha,
                                           [max(1, round(r * scale)) for r in FOREGROUND_RADII])
-    if size != (w, h):
-        fg_mean, bg_mean = (_resize_colour(c, (w, h)) for c in (fg_mean, bg_mean))
-    a = (a8[band].astype(np.float32) * np.float32(1 / 255))[:, None]
-    f, b = fg_mean[band], bg_mean[band]
-    estimate = f + a * (rgb[band].astype(np.float32) * np.float32(1 / 255) - a * f - (1 - a) * b)
+    index = np.flatnonzero(band)  # the soft band's pixels: all the rest is kept as it is
+    if size != (w, h):  # the means at the photo's size (8-bit: one Pillow resize each), at the band
+        f, b = (_resize_colour(c, (w, h)).reshape(-1, 3)[index] * np.float32(1 / 255) for c in (fg_mean, bg_mean))
+    else:
+        f, b = fg_mean.reshape(-1, 3)[index], bg_mean.reshape(-1, 3)[index]
+    a = (a8.reshape(-1)[index].astype(np.float32) * np.float32(1 / 255))[:, None]
+    photo = rgb.reshape(-1, 3)[index].astype(np.float32) * np.float32(1 / 255)
+    estimate = f + a * (photo - a * f - (1 - a) * b)
     out = rgb.copy()
-    out[band] = np.clip(np.rint(estimate * 255), 0, 255).astype(np.uint8)
+    out.reshape(-1, 3)[index] = np.clip(np.rint(estimate * 255), 0, 255).astype(np.uint8)
     return out
 
 
@@ -301,6 +304,6 @@ def _blur_fusion_means(image: np.ndarray, alpha: np.ndarray, radii: list[int]) -
 
 
 def _resize_colour(colour: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """float HxWx3 colour in [0, 1] at ``size`` (bilinear, on 8-bit levels: one Pillow resize)."""
+    """float HxWx3 colour in [0, 1] as uint8 at ``size`` (bilinear: one Pillow resize)."""
     levels = Image.fromarray(np.rint(np.clip(colour, 0.0, 1.0) * 255).astype(np.uint8), "RGB")
-    return np.asarray(levels.resize(size, Image.BILINEAR), np.float32) * np.float32(1 / 255)
+    return np.asarray(levels.resize(size, Image.BILINEAR))
