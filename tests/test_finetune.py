@@ -282,6 +282,29 @@ def test_an_interrupted_finetune_leaves_nothing_half_written(where, tiny_base, p
     assert list((tmp_path / "tmp").iterdir()) == []  # the run folder is gone too
 
 
+def test_a_terminated_finetune_process_cleans_up(tiny_base, photos, tmp_path):
+    """SIGTERM (what a service manager or `kill` sends) mid-training: exit 130, no model, no run folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = {**os.environ, "CLEANCUT_MODELS_DIR": str(tmp_path / "models"), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "cleancut", "finetune", str(photos), "--name", "shapes", "--base",
+                             str(tiny_base[0]), "--minutes", "5", "--no-replay", "--threads", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any((tmp_path / "tmp").glob("cleancut-finetune-*/run/checkpoints/best.pt")):  # training has begun
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
+    assert list((tmp_path / "tmp").glob("cleancut-*")) == []  # the run folder is gone
+
+
 # -------------------------------------------------------------------------------------- example sets
 
 

@@ -4,6 +4,8 @@ under a new name (see :mod:`cleancut.train.finetune`)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 from pathlib import Path
 
 from .evaluate import DEFAULT_ROOTS
@@ -51,6 +53,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+        installed = True
+    except ValueError:  # not the main thread: leave the signal alone
+        installed = False
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous)
+
+
 def run(args: argparse.Namespace) -> int:
     from .._deps import require
     from ..errors import ConfigError
@@ -69,8 +88,9 @@ def run(args: argparse.Namespace) -> int:
     from ..train.finetune import finetune
 
     roots = [] if args.no_replay else (args.replay if args.replay else [r for r in DEFAULT_ROOTS if Path(r).is_dir()])
-    result = finetune(args.data, args.name, base=args.base, minutes=args.minutes, val=args.val, replay_roots=roots,
-                      replace=args.replace, threads=args.threads, seed=args.seed)
+    with _terminate_as_interrupt():  # SIGTERM cleans up like Ctrl-C: nothing is left half-written
+        result = finetune(args.data, args.name, base=args.base, minutes=args.minutes, val=args.val,
+                          replay_roots=roots, replace=args.replace, threads=args.threads, seed=args.seed)
     print(result["table"])
     print(f"\n{result['name']}: {result['train']} photos learnt in {result['minutes']:.1f} min "
           f"({result['epochs']} epochs, best {result['best_epoch']}); registered as {result['spec']}")

@@ -9,7 +9,9 @@ The steps, each reusing what ``cleancut train`` and ``cleancut export`` use:
    held-out part (``val``, seeded) that early stopping and the before / after figures use, and
    the training part;
 2. the base model's weights are recovered from its ONNX file, with the parity check
-   (:func:`cleancut.train.recover.recover`; an int8 file is read through its dequantised graph);
+   (:func:`cleancut.train.recover.recover`; an int8 file is read through its dequantised graph),
+   and the scale BatchNorm folding put into the convs' weights is moved back into the BatchNorm
+   layers, measured on the photos (so that each step of the optimiser moves every channel alike);
 3. :class:`Finetuner` (a :class:`~cleancut.train.loop.Trainer`) trains within the time budget with
    a recipe for few photos: strong augmentation and compositing onto other photos' backgrounds,
    a low constant rate after a short warm-up, BatchNorm statistics kept (batches of a few photos
@@ -286,10 +288,11 @@ def finetune(data: str | Path, name: str, base: str | None = None, minutes: floa
         pairs = read_examples(data, work)
         train_pairs, held_out = split_examples(pairs, val, seed)
         log(f"{len(pairs)} pairs in {data}: {len(train_pairs)} to learn from, {len(held_out)} held out")
-        model, report = recover(base_spec)  # a ModelError for a model that cannot be fine-tuned
+        replay = replay_pairs(replay_roots or [], seed=seed)
+        # a ModelError for a model that cannot be fine-tuned; BatchNorm re-measured on these photos
+        model, report = recover(base_spec, calibration=(train_pairs + replay)[:CALIBRATION_PHOTOS])
         log(f"recovered the weights of {base_spec.name} ({report['convs']} convs; parity with its ONNX file: "
             f"max abs difference {report['max_abs_diff']:.1e})")
-        replay = replay_pairs(replay_roots or [], seed=seed)
         plan = Plan(name, base_spec, train_pairs, held_out, replay, list(replay_roots or []),
                     getattr(model, "encoder", None) is not None)
         guard = (f"replay of {len(replay)} training photos of {', '.join(plan.replay_roots)}" if replay

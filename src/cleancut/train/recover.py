@@ -8,9 +8,10 @@ How: ONNX ``Conv`` nodes are matched, in execution order and by weight shape, to
 modules the torch model calls in eval mode (convs whose output never reaches the main output,
 such as the deep-supervision heads, are absent from the export and keep their fresh init). A conv
 followed by BatchNorm gets the folded weight, and the BatchNorm is rebuilt as the identity plus
-the folded bias in eval mode. With calibration photos, its running statistics are then measured
-on them, so that it is also close to that in train mode (the inputs to each BatchNorm are exact,
-since the rebuilt model already equals the ONNX one in eval mode).
+the folded bias in eval mode. With calibration photos, the conv's output statistics are then
+measured on them and moved back into the BatchNorm (:func:`calibrate_bn`), so that it is also
+close to that in train mode and the conv's weights have their trained scale again (the inputs to
+each BatchNorm are exact, since the rebuilt model already equals the ONNX one in eval mode).
 
 A quantised file (static int8 in QDQ form, as ``cleancut-default`` ships) is read through
 :func:`dequantized`: every stored weight is dequantized once and the activations' quantize /
@@ -245,12 +246,16 @@ def load_weights(model: nn.Module, onnx_model, size: int, channels: int = 3) -> 
 
 
 def calibrate_bn(model: nn.Module, pairs: list, size: int, grayscale: bool = False, batch_size: int = 16) -> None:
-    """Measure each BatchNorm's input statistics on ``pairs`` (photos) and rebuild it so that it
-    computes the same in eval mode and normalises like it in train mode."""
+    """Measure each folded conv's output statistics on ``pairs`` (photos) and move them back into
+    its BatchNorm: the conv's weights are divided by its outputs' standard deviation (per
+    channel) and the BatchNorm keeps that scale and the mean, so that it computes the same in
+    eval mode, normalises like it in train mode, and the conv's weights have the scale of a
+    network trained with BatchNorm (an optimiser step of a given size then moves every channel
+    alike, not the channels whose folded weights are tiny the most)."""
     from .data import EvalDataset, collate_eval
 
-    bns = list(following_bn(model).values())
-    stats: dict[nn.BatchNorm2d, list] = {bn: [0, 0.0, 0.0] for bn in bns}  # running sums per channel
+    pairs_bn = following_bn(model)
+    stats: dict[nn.BatchNorm2d, list] = {bn: [0, 0.0, 0.0] for bn in pairs_bn.values()}  # running sums
 
     def accumulate(mod, inputs, output):
         x = inputs[0].detach().double().transpose(0, 1).reshape(mod.num_features, -1)
@@ -269,16 +274,20 @@ def calibrate_bn(model: nn.Module, pairs: list, size: int, grayscale: bool = Fal
     for h in hooks:
         h.remove()
     with torch.no_grad():
-        for bn, (n, total, squares) in stats.items():
+        for conv, bn in pairs_bn.items():
+            n, total, squares = stats[bn]
             if not n:
                 continue
             mean = total / n
             var = (squares / n - mean * mean).clamp_min(0) * n / max(n - 1, 1)
-            mean, var = mean.float(), var.float()
-            bn.running_mean.copy_(mean)
-            bn.running_var.copy_(var)
-            bn.weight.copy_(torch.sqrt(var + bn.eps))
-            bn.bias.add_(mean)
+            scale = torch.sqrt(var + bn.eps)  # of the conv's output, per channel
+            # before: bn(y) = y + b (identity BN carrying the bias b); after: y' = y / scale and
+            # bn(y') = (y' - mean / scale) * scale + b + mean = y + b, with unit-variance y'
+            conv.weight.div_(scale.float().view(-1, *([1] * (conv.weight.dim() - 1))))
+            bn.running_mean.copy_((mean / scale).float())
+            bn.running_var.fill_(1 - bn.eps)
+            bn.weight.copy_(scale.float())
+            bn.bias.add_(mean.float())
 
 
 def parity(model: nn.Module, onnx_model, size: int, channels: int = 3, temperature: float = 1.0,
