@@ -11,6 +11,7 @@ taken by ``tools/screenshot_web.py``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -69,12 +70,19 @@ def browser(playwright_driver):
 
 @pytest.fixture(scope="module")
 def server_url(tiny_model):
+    with serving(model=str(tiny_model), workers=2) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(**settings):
+    """A real server (uvicorn in a thread) with these ServerSettings values; yields its URL."""
     pytest.importorskip("fastapi", reason="the server extra (fastapi) is not installed")
     import uvicorn
 
     from cleancut.server import ServerSettings, create_app
 
-    app = create_app(ServerSettings.from_values(model=str(tiny_model), workers=2))
+    app = create_app(ServerSettings.from_values(**settings))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -503,6 +511,129 @@ def test_brush_erases_and_restores_the_mask_at_the_photos_size(browser, server_u
         assert page.errors == []
     finally:
         page.close()
+
+
+def _erase_across_the_middle(page, card: str) -> None:
+    """Open ``card`` large, erase a band 30 photo pixels wide through the subject (y 120, x 120..200), Done."""
+    page.click(f"{card} .open")
+    page.wait_for_selector("#viewer[open]", timeout=TIMEOUT_MS)
+    page.check("#viewer input[name=tool][value=erase]")
+    page.wait_for_selector("#viewer-edit:not([hidden])", timeout=TIMEOUT_MS)
+    _set_range(page, "#brush-size", round(30 * page.evaluate("window.cleancut.viewer.scale")))  # in screen pixels
+    _set_range(page, "#brush-soft", 0)
+    _stroke(page, [(120, 120), (200, 120)])
+    page.click("#viewer-done")
+    page.wait_for_selector(f"{card}[data-edited] .download-mask:not([hidden])", timeout=TIMEOUT_MS)
+
+
+def _save_example(page, card: str, count: int) -> str:
+    """Click the card's Save as example; wait for the set to hold ``count``; the card's note."""
+    page.click(f"{card} .save-example")
+    page.wait_for_selector(f"{card}[data-saved] .save-example:disabled", timeout=TIMEOUT_MS)
+    assert page.get_attribute("#examples", "data-count") == str(count)
+    assert page.text_content("#examples-count strong") == str(count)
+    return page.text_content(f"{card} .example-note")
+
+
+def test_save_as_example_in_the_page_downloads_the_set_as_a_zip(browser, server_url, tmp_path):
+    """Without --examples the page keeps the set: brush, save, and its zip is what finetune reads."""
+    from cleancut.examples import read_examples
+
+    page = open_page(browser, server_url + "/", viewport={"width": 1280, "height": 900})
+    try:
+        page.set_input_files("#files", str(synthetic_photo(tmp_path / "my subject.png")))
+        wait_done(page, 1)
+        page.wait_for_function("window.cleancut.examples && document.querySelector('#examples-where')"
+                               ".textContent === 'in this page'", timeout=TIMEOUT_MS)
+        assert page.get_attribute("#examples", "data-mode") == "browser"
+        assert page.is_disabled("#examples-download") and page.is_visible(".card .save-example")
+        _erase_across_the_middle(page, ".card")
+        note = _save_example(page, ".card", 1)
+        assert "im/my-subject.jpg" in note and "gt/my-subject.png" in note and "in this page" in note
+        assert page.is_visible(".card .badge.saved")
+        with page.expect_download(timeout=TIMEOUT_MS) as download:
+            page.click("#examples-download")
+        assert download.value.suggested_filename == "examples.zip"
+        archive = tmp_path / "examples.zip"
+        download.value.save_as(archive)
+        assert page.errors == [] and page.failed == []
+    finally:
+        page.close()
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.testzip() is None
+        assert sorted(zf.namelist()) == ["gt/my-subject.png", "im/my-subject.jpg"]
+        photo = Image.open(io.BytesIO(zf.read("im/my-subject.jpg")))
+        mask = Image.open(io.BytesIO(zf.read("gt/my-subject.png")))
+    assert photo.format == "JPEG" and photo.mode == "RGB" and photo.size == (320, 240)
+    original = np.asarray(Image.open(tmp_path / "my subject.png").convert("RGB")).astype(int)
+    assert np.abs(np.asarray(photo).astype(int) - original).mean() < 3  # the photo, re-encoded at quality 95
+    assert mask.format == "PNG" and mask.mode == "L" and mask.size == (320, 240)
+    m = np.asarray(mask)
+    assert (m[112:129, 125:196] == 0).all()              # erased by the brush
+    assert m[70, 160] >= 250 and m[170, 160] >= 250       # the rest of the subject
+    assert m[5, 5] <= 3 and m[-5, -5] <= 3               # the background
+    pairs = read_examples(archive, tmp_path / "unpacked")  # what cleancut finetune reads
+    assert [p.image.name for p in pairs] == ["my-subject.jpg"]
+
+
+def test_save_as_example_on_the_server_never_overwrites(browser, tiny_model, tmp_path):
+    """With --examples DIR the pair goes to DIR; the same photo saved again is a second pair;
+    a server error is shown on the card in a sentence."""
+    folder = tmp_path / "examples"
+    photo = synthetic_photo(tmp_path / "shot.jpg")
+    with serving(model=str(tiny_model), workers=1, examples_dir=folder) as url:
+        page = open_page(browser, url + "/", viewport={"width": 1280, "height": 900})
+        try:
+            page.wait_for_selector("#examples[data-mode=server]", timeout=TIMEOUT_MS)
+            assert page.text_content("#examples-where") == "on the server"
+            page.set_input_files("#files", str(photo))
+            wait_done(page, 1)
+
+            # the server refuses once (disk full): the card says so, nothing is counted
+            refusal = {"error": "the example could not be stored on the server (No space left on device); "
+                                "nothing was written.", "detail": {"code": "examples_storage"}}
+            page.route("**/api/examples", lambda route: route.fulfill(
+                status=507, content_type="application/json", body=json.dumps(refusal))
+                if route.request.method == "POST" else route.continue_())
+            page.click(".card .save-example")
+            page.wait_for_selector(".card .example-note.failed", timeout=TIMEOUT_MS)
+            message = page.text_content(".card .example-note")
+            assert message.startswith("Could not save this photo as an example: ") and "No space left" in message
+            assert page.is_enabled(".card .save-example") and page.get_attribute("#examples", "data-count") == "0"
+            page.unroute("**/api/examples")
+
+            # saved unedited: the server's own mask
+            note = _save_example(page, ".card", 1)
+            assert "on the server" in note and "(1 in the set)" in note
+            first = {p.relative_to(folder): p.read_bytes() for p in folder.glob("*/*") if p.is_file()}
+            assert len(first) == 2 and all(str(p).startswith(("im/shot-", "gt/shot-")) for p in first)
+
+            # the same photo again, corrected with the brush: a second pair beside the first
+            page.set_input_files("#files", str(photo))
+            wait_done(page, 2)
+            _erase_across_the_middle(page, ".card:nth-child(2)")
+            note = _save_example(page, ".card:nth-child(2)", 2)
+            assert "(2 in the set)" in note
+            with page.expect_download(timeout=TIMEOUT_MS) as download:
+                page.click("#examples-download")
+            archive = tmp_path / "server.zip"
+            download.value.save_as(archive)
+            assert page.errors == []
+        finally:
+            page.close()
+    photos, masks = sorted((folder / "im").glob("*.jpg")), sorted((folder / "gt").glob("*.png"))
+    assert len(photos) == len(masks) == 2 and [p.stem for p in photos] == [m.stem for m in masks]
+    assert all(folder.joinpath(p).read_bytes() == data for p, data in first.items())  # the first pair untouched
+    second = next(m for m in masks if m.relative_to(folder) not in first)
+    old = np.asarray(Image.open(folder / next(p for p in first if p.parts[0] == "gt")))
+    new = np.asarray(Image.open(second))
+    assert old.shape == new.shape == (240, 320)
+    assert old[120, 160] >= 250 and new[120, 160] == 0 and (new[112:129, 125:196] == 0).all()
+    assert old[5, 5] <= 3 and new[70, 160] >= 250
+    for p in photos:
+        assert Image.open(p).size == (320, 240)
+    with zipfile.ZipFile(archive) as zf:
+        assert sorted(zf.namelist()) == sorted([f"im/{p.name}" for p in photos] + [f"gt/{m.name}" for m in masks])
 
 
 def _drop_file(page, path: Path, name: str, mime: str = "") -> None:

@@ -1,7 +1,8 @@
 // cleancut web page: plain JavaScript, no build step. Talks to the same server's /api.
 // app.js: the options, the photo cards and their queue, the before/after slider, downloads.
 // editor.js: the large view (zoom, pan) and the brush; clips.js: clips (/api/video);
-// camera.js: the Camera panel (/api/stream). They share what app.js puts on window.cleancut.
+// camera.js: the Camera panel (/api/stream); examples.js: "Save as example" (/api/examples).
+// They share what app.js puts on window.cleancut.
 "use strict";
 
 const CONCURRENCY = 2;       // requests in flight at once (the server queues the rest anyway)
@@ -268,6 +269,7 @@ function showResult(item, blob, filename, maskBlob = null) {
   }
   item.el.toggleAttribute("data-edited", Boolean(maskBlob));
   refreshLinks(item);
+  document.dispatchEvent(new CustomEvent("cleancut:result", { detail: item }));  // a new result (examples.js)
 }
 
 /** Downloads are offered only for a finished, current result. */
@@ -276,6 +278,7 @@ function refreshLinks(item) {
   $(".download", item.el).hidden = !ready;
   $(".download-mask", item.el).hidden = !(ready && $(".download-mask", item.el).hasAttribute("href"));
   $(".open", item.el).hidden = !(ready && item.kind === "photo");
+  $(".save-example", item.el).hidden = !(ready && item.kind === "photo");  // examples.js
 }
 
 function markStale(item, stale) {
@@ -464,6 +467,6 @@ function wire() {
 window.cleancut = {
   $, items, optionValues, alphaKey, currentMode, buildForm, postRemove, errorText, makeItem, setStatus,
   showResult, showError, markStale, refreshLinks, refreshToolbar, filenameFrom, formatBytes, encodePng,
-  saveBlob, CLEAN_FRACTION,
+  saveBlob, zip, CLEAN_FRACTION,
 };
 wire();
