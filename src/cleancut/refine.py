@@ -248,8 +248,9 @@ def alpha_matting(rgb: Image.Image, alpha: np.ndarray, erode: int, dilate: int,
 
 #: blur-fusion's two box radii in the photo's pixels (Forte & Pitié's values)
 FOREGROUND_RADII = (90, 6)
-#: the long side the blurred colours are worked out at (the estimate itself is made at full size)
-FOREGROUND_SIDE = 512
+#: the long side the blurred colours are worked out at (the estimate itself is made at full size);
+#: on 1 MP samples within 1-3 levels on average of working them out at full size, as 512 is
+FOREGROUND_SIDE = 384
 
 
 def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, max_side: int = FOREGROUND_SIDE) -> np.ndarray:
