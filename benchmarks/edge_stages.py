@@ -15,15 +15,18 @@ Stages (the network runs once per photo; every stage is scored on the same photo
 * ``edge stage ...``: :func:`cleancut.preprocess.finish_alpha` with the photo as its guide (the
   edge-aware upsampling, :func:`cleancut.preprocess.guided_alpha`), for ``--radius`` / ``--eps``.
 
-``--labels`` instead measures where the ground truth's edge sits in the photo, per set of a split:
-the colour of the label's outermost object pixels (inside distance 1-2 px) against the object
-further in (4-6 px) and the background just outside (1-3 px). ``bg-likeness`` = share of the
-contour's pixels whose ring colour is nearer the background's than the object's; a label that
-runs outside the object (a trimap border counted as object) scores high.
+``--matting`` adds closed-form matting (``--alpha-matting``, the default trimap of 10 px) on the
+product, with the regularisation used until now (1e-7) and now, and on the edge stage.
+
+``--labels`` instead measures where the ground truth's edge sits in the photo, per set of a split
+(with ``--with-model``, the model's masks too): :func:`ring_colours`, the colour of the rings 1-4 px
+inside the mask's contour between the local background's (0) and the object's (1). A label that
+runs outside the object (a trimap border counted as object) scores low on several rings.
 
     python benchmarks/edge_stages.py cleancut-default --data datasets ../shared/data \\
         --split duts-val val val-objects --stride 20 10 10 --threads 1
-    python benchmarks/edge_stages.py --labels --data datasets ../shared/data --split train --stride 25
+    python benchmarks/edge_stages.py --labels --with-model --data datasets ../shared/data \
+        --split train val-objects duts-te --stride 10 1 20
     python benchmarks/edge_stages.py cleancut-default --speed samples/*.jpg --megapixels 1 12 --threads 2
 
 ``--speed`` times :meth:`cleancut.Remover.predict_mask` with and without the edge stage on the same
@@ -35,7 +38,6 @@ mask.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
 
 import numpy as np
@@ -45,7 +47,7 @@ from cleancut import datasets
 from cleancut.evaluate import OnnxModel, _batches
 from cleancut.metrics import EDGE_METRIC_NAMES, EdgeMetrics, edge_figures, format_table, inside_distance
 from cleancut.models import get_model
-from cleancut.preprocess import GUIDED_EPS, GUIDED_RADIUS, finish_alpha, resize_alpha, sharpen_alpha
+from cleancut.preprocess import GUIDED_EPS, GUIDED_RADIUS, box_mean, finish_alpha, guided_alpha, resize_alpha, sharpen_alpha
 
 
 def _scaled_gt(gt: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -54,15 +56,16 @@ def _scaled_gt(gt: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def stages(model: str, pairs: list, threads: int | None, radii: list[int], epses: list[float],
-           thresholds: list[float]) -> dict[str, dict[str, float]]:
-    from cleancut.preprocess import guided_alpha
-
+           thresholds: list[float], matting: bool = False) -> dict[str, dict[str, float]]:
     spec = get_model(model)
     onnx = OnnxModel(spec, threads=threads)
     temp = spec.alpha_temperature
     names = ["network, own size", "network, own size, T", "resized (T 1)", "product (resize, T)",
              "GT round trip (T)"] + [f"product @ {t:g}" for t in thresholds] + [
         f"edge stage r {r} eps {e:g}" for r in radii for e in epses]
+    if matting:  # closed-form matting (cleancut's "Refine edges", default trimap) on either
+        names += ["product + alpha matting", "product + alpha matting, eps 1e-7",
+                  "edge stage + alpha matting"]
     acc = {n: EdgeMetrics() for n in names}
     cost = {n: 0.0 for n in names}
     photos = iter(pairs)
@@ -84,6 +87,15 @@ def stages(model: str, pairs: list, threads: int | None, radii: list[int], epses
             acc["GT round trip (T)"].add(finish_alpha(small.astype(np.float32) / 255, size, temp), gt)
             for t in thresholds:
                 acc[f"product @ {t:g}"].per_image.append(edge_figures(product, gt, threshold=t))
+            if matting:
+                from cleancut.refine import alpha_matting
+
+                guided = guided_alpha(prob, photo, temp)
+                for name, base, eps in (("product + alpha matting", product, None),
+                                        ("product + alpha matting, eps 1e-7", product, 1e-7),
+                                        ("edge stage + alpha matting", guided, None)):
+                    kwargs = {} if eps is None else {"epsilon": eps}
+                    acc[name].add(alpha_matting(photo, base, 10, 10, **kwargs), gt)
             for r in radii:
                 for e in epses:
                     name = f"edge stage r {r} eps {e:g}"
@@ -99,45 +111,66 @@ def stages(model: str, pairs: list, threads: int | None, radii: list[int], epses
     return out
 
 
-def label_edges(pairs: list) -> dict[str, dict[str, float]]:
-    """Per set: how often the label's outermost object ring looks like the background (see above)."""
-    by_set: dict[str, list[float]] = {}
+RINGS = (1, 2, 3, 4)  # depths (pixels inside a mask's contour) of the rings whose colour is measured
+
+
+def ring_colours(rgb: np.ndarray, mask: np.ndarray) -> list[float]:
+    """How object-like the photo's colour is on the rings 1, 2, 3, 4 px inside ``mask``'s contour:
+    each ring pixel's colour projected on the line from the local background colour (0: the mean of
+    the background 3-5 px outside, within 9 px) to the local object colour (1: the mean of the
+    object 7-9 px inside), clipped to [0, 1], averaged where the two differ clearly (> 30 levels).
+    An antialiased edge scores about 0.5 on the first ring and turns object-like within two; a
+    mask that runs outside the object scores low for as many rings as it overshoots."""
+    inside, outside = inside_distance(mask), inside_distance(~mask)
+    obj = _local_mean(rgb, (inside >= 7) & (inside <= 9), 9)
+    bg = _local_mean(rgb, (outside >= 3) & (outside <= 5), 9)
+    out = []
+    for depth in RINGS:
+        ring = (inside > depth - 0.5) & (inside <= depth) & np.isfinite(obj[..., 0]) & np.isfinite(bg[..., 0])
+        o, b, x = obj[ring], bg[ring], rgb[ring]
+        clear = np.linalg.norm(o - b, axis=1) > 30
+        if clear.sum() < 20:
+            out.append(float("nan"))
+            continue
+        o, b, x = o[clear], b[clear], x[clear]
+        out.append(float(np.clip(((x - b) * (o - b)).sum(1) / ((o - b) ** 2).sum(1), 0, 1).mean()))
+    return out
+
+
+def label_edges(pairs: list, model: str | None = None, threads: int | None = None) -> dict[str, dict[str, float]]:
+    """Per set: :func:`ring_colours` of the labels (and of ``model``'s masks, alpha >= 0.5)."""
+    remover = None
+    if model:
+        from cleancut import Remover
+
+        remover = Remover(model, threads=threads)
+    by_set: dict[str, dict[str, list]] = {}
     for pair in pairs:
         with Image.open(pair.image) as im:
             rgb = np.asarray(im.convert("RGB"), np.float32)
         with Image.open(pair.mask) as m:
             g = np.asarray(m.convert("L")) >= 128
-        if not g.any() or g.all():
+        masks = {"label": g}
+        if remover is not None:
+            masks["model"] = remover.predict_mask(pair.image) >= 0.5
+        if any(not m.any() or m.all() for m in masks.values()):
             continue
-        d_in, d_out = inside_distance(g), inside_distance(~g)
-        ring, obj, bg = (d_in >= 1) & (d_in <= 2), (d_in >= 4) & (d_in <= 6), (d_out >= 1) & (d_out <= 3)
-        if obj.sum() < 20 or bg.sum() < 20:
-            continue
-        # local reference colours: the mean object and background colour near each ring pixel,
-        # from 15x15 windows (so a multi-coloured object is compared with its own neighbourhood)
-        near_obj, near_bg = _local_mean(rgb, obj), _local_mean(rgb, bg)
-        valid = ring & np.isfinite(near_obj[..., 0]) & np.isfinite(near_bg[..., 0])
-        if valid.sum() < 20:
-            continue
-        to_obj = np.linalg.norm(rgb[valid] - near_obj[valid], axis=1)
-        to_bg = np.linalg.norm(rgb[valid] - near_bg[valid], axis=1)
-        contrast = np.linalg.norm(near_obj[valid] - near_bg[valid], axis=1)
-        keep = contrast > 30  # only where object and background differ clearly
-        if keep.sum() < 20:
-            continue
-        by_set.setdefault(pair.set, []).append(float((to_bg[keep] < to_obj[keep]).mean()))
-    return {s: {"photos": len(v), "bg-likeness": float(np.mean(v))} for s, v in sorted(by_set.items())}
+        for who, m in masks.items():
+            by_set.setdefault(pair.set, {}).setdefault(who, []).append(ring_colours(rgb, m))
+    rows = {}
+    for name, found in sorted(by_set.items()):
+        for who, values in found.items():
+            means = np.nanmean(np.array(values, np.float64), axis=0)
+            rows[f"{name}, {who} ({len(values)})"] = {f"ring {d} px": float(v) for d, v in zip(RINGS, means)}
+    return rows
 
 
-def _local_mean(rgb: np.ndarray, where: np.ndarray, radius: int = 7) -> np.ndarray:
-    from scipy import ndimage
-
-    k = 2 * radius + 1
-    w = ndimage.uniform_filter(where.astype(np.float32), k)
-    out = np.stack([ndimage.uniform_filter(rgb[..., c] * where, k) for c in range(3)], -1)
+def _local_mean(rgb: np.ndarray, where: np.ndarray, radius: int) -> np.ndarray:
+    """The mean colour of the pixels ``where`` in the window around each pixel (NaN where none)."""
+    weight = box_mean(where.astype(np.float32), radius)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out = out / w[..., None]
-    out[w < 1e-3] = np.nan
+        out = box_mean(rgb * where[..., None], radius) / weight[..., None]
+    out[weight < 1e-3] = np.nan
     return out
 
 
@@ -189,11 +222,14 @@ def main(argv=None) -> int:
     p.add_argument("--split", nargs="+", default=["val"])
     p.add_argument("--stride", type=int, nargs="+", default=[1], help="one per split, or one for all")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--labels", action="store_true", help="measure the labels' edges instead of a model")
+    p.add_argument("--labels", action="store_true", help="measure where the labels' edges sit in the photo instead")
+    p.add_argument("--with-model", action="store_true", help="--labels: the model's masks as well")
     p.add_argument("--radius", type=int, nargs="*", default=[GUIDED_RADIUS],
                    help="edge stage radii (pixels at its working size, half the network's)")
     p.add_argument("--eps", type=float, nargs="*", default=[GUIDED_EPS], help="edge stage regularisation")
     p.add_argument("--thresholds", type=float, nargs="*", default=[0.3, 0.7])
+    p.add_argument("--matting", action="store_true",
+                   help="also score closed-form matting (--alpha-matting, 10 px trimap) on the product and the edge stage")
     args = p.parse_args(argv)
     if args.speed:
         speed(args.model, args.speed, args.megapixels, args.repeats, args.threads)
@@ -206,11 +242,11 @@ def main(argv=None) -> int:
         pairs = pairs[::stride]
         title = f"{split}, every {stride}th photo ({len(pairs)})" if stride > 1 else f"{split} ({len(pairs)})"
         if args.labels:
-            rows = label_edges(pairs)
-            print(f"\n{title}: labels' outermost object ring nearer the background's colour than the object's\n")
-            print(format_table(rows, ["photos", "bg-likeness"]))
+            rows = label_edges(pairs, args.model if args.with_model else None, args.threads)
+            print(f"\n{title}: colour of the rings inside the mask's edge, 0 = the background's, 1 = the object's\n")
+            print(format_table(rows, [f"ring {d} px" for d in RINGS]))
             continue
-        rows = stages(args.model, pairs, args.threads, args.radius, args.eps, args.thresholds)
+        rows = stages(args.model, pairs, args.threads, args.radius, args.eps, args.thresholds, args.matting)
         print(f"\n{args.model}, {title}\n")
         print(format_table(rows, EDGE_METRIC_NAMES + ["ms"]))
     return 0

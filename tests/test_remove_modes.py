@@ -194,7 +194,7 @@ def test_alpha_matting_makes_no_blocks_on_a_jpeg():
     photo = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
     # a prediction as the network makes it: a little outside the object, soft
     predicted = np.asarray(truth.filter(ImageFilter.MaxFilter(7)).filter(ImageFilter.GaussianBlur(4)), np.float32) / 255
-    blocky = refine.alpha_matting(photo, predicted, 10, 10, epsilon=1e-7)  # the regularisation of 0.2.x
+    blocky = refine.alpha_matting(photo, predicted, 10, 10, epsilon=1e-7)  # pymatting's default, cleancut's until now
     assert _matte_steps_without_photo_edge(blocky, np.asarray(photo)) > 30  # the test sees the blocks
     matte = refine.alpha_matting(photo, predicted, 10, 10)
     assert _matte_steps_without_photo_edge(matte, np.asarray(photo)) == 0

@@ -6,10 +6,10 @@
 The first is the README's picture: each sample photo (samples/*.jpg) beside its cut-out (bundled
 model, default options) on a checkerboard. ``--edges`` renders the contact sheet of edges at
 200 %: the README's samples and the ``--count`` photos of ``duts-val`` where the default model
-leaves the most fringe (``fringe@0.5%``, :mod:`cleancut.metrics`), each cropped around its worst
-edge and shown, over white and over black, as 0.1's default gave it (the photo's colours at the
-edge), as the default gives it now (foreground colours re-estimated), with the edge stage
-(``guided_edges``) as well, and as U²-Net gives it (rembg's way: the photo's colours).
+leaves the most fringe (``fringe@0.5%``, :mod:`cleancut.metrics`), each cropped around its softest
+edge and shown, over white and over black, with the photo's colours at the edge (as cut-outs were
+made until now), as the default makes them now (foreground colours re-estimated), with the edge
+stage (``guided_edges``) as well, and as U²-Net gives them (rembg's way: the photo's colours).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def _crop_box(photo: Image.Image, alpha: np.ndarray) -> tuple[int, int, int, int
 def edges_sheet(model: str, data: list[str], split: str, count: int, out: str) -> None:
     default, peer = Remover(model=model), Remover(model="u2net")
     photos = [(p, None) for p in samples()] + worst_fringe(default, data, split, count)
-    columns = [("0.1: photo colours", default, RemoveOptions(estimate_foreground=False)),
+    columns = [("until now: photo colours", default, RemoveOptions(estimate_foreground=False)),
                ("now: colours re-estimated", default, RemoveOptions()),
                ("+ edge stage", default, RemoveOptions(guided_edges=True)),
                ("U²-Net (photo colours)", peer, RemoveOptions(estimate_foreground=False))]

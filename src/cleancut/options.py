@@ -113,7 +113,7 @@ class RemoveOptions:
     guided_edges: bool = _option(
         False, "place the mask's edge on the photo's own edges at the photo's resolution (a guided "
         "filter fitted to the network's alpha, the photo as guide): a closer edge with less of the "
-        "old background, for about 1.5x the time of the prediction (docs: benchmarks)", "bool",
+        "old background, for 1.5-1.8x the time of the prediction (docs: Benchmarks, edges)", "bool",
         group="post-processing")
     # --- alpha matting ---
     alpha_matting: bool = _option(
