@@ -38,12 +38,13 @@ def test_guided_coefficients_reproduce_a_linear_function_of_the_colour():
     np.testing.assert_allclose(a * grey + b, 0.3 * grey + 0.2, atol=2e-3)
 
 
-def _edge_photo(width: int, height: int, edge: int) -> Image.Image:
-    """Red subject left of column ``edge``, a blue-grey background right of it, a little noise."""
+def _edge_photo(width: int, height: int, edge: int, background=(70, 90, 120)) -> Image.Image:
+    """Red subject left of column ``edge``, a blue-grey background right of it (about as bright as
+    the red), a little noise."""
     rng = np.random.default_rng(1)
     pixels = np.empty((height, width, 3), np.float32)
     pixels[:, :edge] = (190, 60, 50)
-    pixels[:, edge:] = (70, 90, 120)
+    pixels[:, edge:] = background
     pixels += rng.normal(0, 2, pixels.shape)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
 
@@ -70,6 +71,21 @@ def test_the_edge_stage_puts_a_shifted_edge_on_the_photo_edge(photo_size):
     # the step lands on the photo's edge; a faint halo is left beyond it, inside the network's own
     # tail (windows of one colour there keep the mean of the network's alpha)
     assert after["BIoU@0.5%"] > 0.95 and after["bite@0.5%"] < 0.05 and after["fringe@0.5%"] < 0.25
+
+
+def test_a_grey_fit_needs_a_brightness_edge():
+    """The cheaper grey fit (``grey=True``) places the edge where the photo's brightness steps, and
+    cannot see an edge between two colours of about one brightness, which the colour fit can."""
+    alpha = _network_alpha((160, 240), 1200, 601, outward=12, soft=10)
+    truth = np.zeros((800, 1200), np.uint8)
+    truth[:, :601] = 255
+    dark = _edge_photo(1200, 800, 601, background=(30, 40, 60))
+    grey_dark = edge_figures(guided_alpha(alpha, dark, 0.2, grey=True), truth)
+    assert grey_dark["BIoU@0.5%"] > 0.95 and grey_dark["fringe@0.5%"] < 0.35  # plain resize: above 0.9
+    same_brightness = _edge_photo(1200, 800, 601)
+    grey_blind = edge_figures(guided_alpha(alpha, same_brightness, 0.2, grey=True), truth)
+    colour = edge_figures(guided_alpha(alpha, same_brightness, 0.2, grey=False), truth)
+    assert colour["fringe@0.5%"] < grey_blind["fringe@0.5%"]
 
 
 def test_far_from_the_edge_the_stage_changes_nothing():

@@ -238,20 +238,24 @@ def guided_coefficients(guide: np.ndarray, p: np.ndarray, radius: int, eps: floa
 GUIDED_RADIUS = 3
 GUIDED_EPS = 3e-3
 GUIDED_SCALE = 0.5
+#: fit the alpha to the photo's grey levels rather than its colours: a third of the fit's work and
+#: half the band's, for about 90 % of the colour fit's gain in Boundary IoU, but blind to an edge
+#: between two colours of one brightness (docs/benchmarks.md); off: the stage is an opt-in for quality
+GUIDED_GREY = False
 _SURE = 1 / 512  # sharpened alpha this close to 0 or 1 is 0 or 1 in 8 bits
 _TILE = 8  # working-size pixels a tile of the band is made of
 
 
 def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0, radius: int = GUIDED_RADIUS,
-                 eps: float = GUIDED_EPS, scale: float = GUIDED_SCALE) -> np.ndarray:
+                 eps: float = GUIDED_EPS, scale: float = GUIDED_SCALE, grey: bool = GUIDED_GREY) -> np.ndarray:
     """The edge stage: the network's alpha (float ``hxw`` in [0, 1], at its own size) at the size
     of the photo ``guide``, its edge placed by the photo's own pixels, then sharpened by
     ``temperature``. It is the fast guided filter (He & Sun, 2015; He et al.'s guided filter
     fitted at a low resolution and applied at the full one) used as edge-aware upsampling: the
     alpha is fitted, in each window of ``2 radius + 1`` pixels at ``scale`` x the network's size,
-    as a linear function of the photo's colour there (ridge regression, ``eps``), and that
-    function is evaluated on the photo's pixels at full size. Where the photo has an edge near the
-    network's soft one, the alpha steps on the photo's edge. The stage only takes alpha away: the
+    as a linear function of the photo's colour there (of its grey level with ``grey``; ridge
+    regression, ``eps``), and that function is evaluated on the photo's pixels at full size.
+    Where the photo has an edge near the network's soft one, the alpha steps on the photo's edge. The stage only takes alpha away: the
     result is at most :func:`finish_alpha`'s, so the filter's known halo (windows of one colour
     beyond the edge keep the mean of the network's tail) never adds to what the network kept; it
     removes the old background the network kept beside the object, which is the fringe.
@@ -265,7 +269,10 @@ def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0
     work = (max(1, round(w * scale)), max(1, round(h * scale)))
     if size[0] * size[1] <= work[0] * work[1]:
         work = size  # a small photo: fit and apply at its own size
-    rgb = guide if guide.mode in ("RGB", "L") else guide.convert("RGB")  # L: a grey guide, cheaper
+    if grey:
+        rgb = guide if guide.mode == "L" else guide.convert("L")
+    else:
+        rgb = guide if guide.mode in ("RGB", "L") else guide.convert("RGB")
     small = np.asarray(rgb.resize(work, Image.BOX) if work != size else rgb, np.float32) / np.float32(255)
     p = np.asarray(alpha, np.float32)
     if work != (w, h):
