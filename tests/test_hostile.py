@@ -455,7 +455,7 @@ def test_websocket_refusals_are_distinct_close_codes(tiny_model):
 
 
 def test_docs_with_a_key_load_in_a_browser(tiny_model):
-    pytest.importorskip("swagger_ui_bundle")
+    pytest.importorskip("fastapi_offline")
     with TestClient(create_app(ServerSettings.from_values(model=str(tiny_model), warm_up=False, api_key=KEY))) as c:
         page = c.get("/docs", params={"api_key": KEY})
         assert page.status_code == 200

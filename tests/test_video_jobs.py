@@ -185,10 +185,10 @@ def test_a_client_that_disconnects_mid_upload_leaves_nothing(tiny_model, clip):
 
 
 def test_finished_jobs_expire(tiny_model, clip):
-    with make_client(tiny_model, video_ttl_seconds=0.2) as c:
+    with make_client(tiny_model, video_ttl_seconds=1.0) as c:
         job_id = c.post("/api/video", content=clip).json()["id"]
         assert wait_done(c, job_id)["status"] == "done"
-        time.sleep(0.3)
+        time.sleep(1.3)
         assert c.get(f"/api/video/{job_id}").status_code == 404
         assert job_folders(c) == []
 

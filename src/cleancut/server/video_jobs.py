@@ -216,9 +216,30 @@ class VideoJobs:
         self.pool.submit(self._run, job, upload)
 
     def _run(self, job: VideoJob, upload: Path) -> None:
+        job.status = "running"
+        status, result, error, warning = "failed", None, None, None
+        try:
+            status, result, error, warning = self._process(job, upload)
+        finally:
+            upload.unlink(missing_ok=True)
+            if status != "done":
+                shutil.rmtree(job.folder, ignore_errors=True)
+            if status == "cancelled":  # deleted by its client: gone, not kept as a job without a result
+                self.forget(job)
+            # PyAV leaves reference cycles behind (a frame and its side data, an error's traceback and
+            # the stages' frames), which hold decoders and their FFmpeg threads: freed now, not at
+            # whatever later collection, so that a server's threads come back to where they were
+            gc.collect()
+            with self._lock:
+                self.active -= 1
+            # published once its slot is free: a client that sees "done" can start the next clip at once
+            job.result, job.error, job.warning, job.status = result, error, warning, status
+            job.ended = time.time()  # its time to live starts when its client can see the end
+
+    def _process(self, job: VideoJob, upload: Path) -> tuple[str, Path | None, str | None, str | None]:
+        """Run the job: ``(status, result, error, warning)``."""
         from ..video.remove import remove_video
 
-        job.status = "running"
         target = job.folder / f"result.{job.output}"
 
         def on_frame(done: int, total: int | None) -> None:
@@ -231,38 +252,24 @@ class VideoJobs:
         try:
             remove_video(upload, target, job.options, smooth=job.smooth, audio=True, on_frame=on_frame,
                          remover=self.state.remover)
-            job.result, job.status = target, "done"
+            return "done", target, None, None
         except _Cancelled:
-            job.status = "cancelled"
+            return "cancelled", None, None, None
         except _TooLong:
-            job.status, job.error = "failed", (
+            return "failed", None, (
                 f"the clip holds more than {self.max_frames} frames, the most this server takes "
-                f"({self.settings.max_video_seconds:g} s at {MAX_FRAME_RATE} frames/s); send a shorter clip.")
+                f"({self.settings.max_video_seconds:g} s at {MAX_FRAME_RATE} frames/s); send a shorter clip."), None
         except VideoTruncatedError as exc:  # the frames that decoded were written: a result, with a warning
-            job.result, job.status = target, "done"
-            job.warning = self._public(str(exc))
+            return "done", target, None, self._public(str(exc))
         except ImageTooLargeError:
-            job.status, job.error = "failed", frames_too_large(self.settings.frame_pixels).message
+            return "failed", None, frames_too_large(self.settings.frame_pixels).message, None
         except VideoError as exc:  # the clip's fault (damaged past its first frames): said as it is
-            job.status, job.error = "failed", self._public(str(exc))
+            return "failed", None, self._public(str(exc)), None
         except CleancutError as exc:
-            job.status, job.error = "failed", self._public(api_error(exc, "the clip").message)
+            return "failed", None, self._public(api_error(exc, "the clip").message), None
         except Exception:  # a bug: the details go to the log, the client gets a generic message
             log.exception("video job %s failed", job.id)
-            job.status, job.error = "failed", "internal error; the server log has the details."
-        finally:
-            job.ended = time.time()
-            upload.unlink(missing_ok=True)
-            if job.status != "done":
-                shutil.rmtree(job.folder, ignore_errors=True)
-            if job.status == "cancelled":  # deleted by its client: gone, not kept as a job without a result
-                self.forget(job)
-            # PyAV leaves reference cycles behind (a frame and its side data, an error's traceback and
-            # the stages' frames), which hold decoders and their FFmpeg threads: freed now, not at
-            # whatever later collection, so that a server's threads come back to where they were
-            gc.collect()
-            with self._lock:
-                self.active -= 1
+            return "failed", None, "internal error; the server log has the details.", None
 
 
 def frames_too_large(limit: int, size: str | None = None) -> ApiError:
