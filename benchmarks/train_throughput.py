@@ -5,11 +5,14 @@ Each measured step is what ``cleancut train`` does: the loader (``SegDataset`` t
 ``DataLoader`` with the config's workers and set weights), bf16 autocast + channels-last forward,
 the loss, backward and the AdamW step. Two data paths, the same photos, model and config:
 
-- ``phase-d``: v10's phase D -- every photo decoded into RAM when the run starts, and the loss as it
-  was then (the boundary weights' k x k mean recomputed for each of the four outputs);
+- ``phase-d``: v10's phase D -- every photo decoded into RAM when the run starts, one loader
+  process, and the loss as it was then (the boundary weights' k x k mean recomputed for each of
+  the four outputs);
 - ``cache``: photos decoded once into memory-mapped arrays (``data.cache_dir``, built by
-  ``cleancut train --build-cache``) and the loss as it is now (the k x k mean as two 1-D means,
-  once per batch).
+  ``cleancut train --build-cache``), the config's loader processes (v11: none -- on two cores a
+  loader process beside two torch threads costs more than the 5 ms a photo it takes to augment
+  in the training process), and the loss as it is now (the k x k mean as two 1-D means, once
+  per batch).
 
     python benchmarks/train_throughput.py                          # configs/v11-duts.yaml, 256 320 416 px
     python benchmarks/train_throughput.py --sizes 320 --steps 10 --pairs 2000
@@ -52,9 +55,11 @@ class PhaseDLoss(SegLoss):
         return loss
 
 
-def loader_for(dataset: SegDataset, cfg, batch: int, seed: int) -> torch.utils.data.DataLoader:
+PHASE_D_WORKERS = 1  # configs/v10-duts.yaml: one loader process beside the training process
+
+
+def loader_for(dataset: SegDataset, cfg, batch: int, seed: int, workers: int) -> torch.utils.data.DataLoader:
     weights = [cfg.data.set_weights.get(p.set, 1.0) for p in dataset.pairs]
-    workers = cfg.data.num_workers
     return torch.utils.data.DataLoader(dataset, batch_size=batch, sampler=WeightedSampler(weights, seed), drop_last=True,
                                        num_workers=workers, multiprocessing_context="fork" if workers else None)
 
@@ -75,7 +80,8 @@ def measure(cfg, dataset: SegDataset, path: str, size: int, steps: int, warmup: 
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     dataset.set_size(size)
     autocast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
-    it = iter(loader_for(dataset, cfg, cfg.train.batch_size, seed=size))
+    workers = PHASE_D_WORKERS if path == "phase-d" else cfg.data.num_workers
+    it = iter(loader_for(dataset, cfg, cfg.train.batch_size, seed=size, workers=workers))
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
@@ -93,7 +99,7 @@ def measure(cfg, dataset: SegDataset, path: str, size: int, steps: int, warmup: 
 
 
 def compare_loaders(args) -> None:
-    cfg = load_config(args.config, [f"data.max_train={args.pairs}", f"train.batch_size={args.batch}"])
+    cfg = load_config(args.config, [f"data.max_train={args.pairs}", f"train.batch_size={args.batch}", *args.set])
     if not cfg.data.cache_dir:
         cfg.data.cache_dir = ".cache/train"
     pairs, _ = select_data(cfg)
@@ -152,6 +158,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. data.num_workers=0")
     ap.add_argument("--compute-only", action="store_true", help="random batches, no data: per architecture, fp32 vs bf16")
     ap.add_argument("--archs", nargs="+", default=["cnn", "unet", "cutnet"])
     ap.add_argument("--size", type=int, default=256, help="input size of --compute-only")
