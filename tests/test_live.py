@@ -319,3 +319,14 @@ def test_cli_streams_h264_over_tcp_to_a_listening_player(clip, tiny_model, capsy
     corner, inside = received[0][2, 2].astype(int), received[0][24, 26].astype(int)
     assert np.abs(corner - (0, 128, 0)).max() <= 12  # background composited over CSS green
     assert inside.min() >= 200  # the white rectangle kept
+
+
+def test_live_leaves_edge_colours_off_unless_asked():
+    from cleancut.live.session import _options
+    from cleancut.options import RemoveOptions
+
+    assert RemoveOptions().foreground_estimation  # photos and clips: on by default
+    assert not _options(None, {}).foreground_estimation  # live keeps its frame rate
+    assert not _options(RemoveOptions(bg_color="white"), {}).foreground_estimation
+    assert _options(RemoveOptions(estimate_foreground=True), {}).foreground_estimation  # asked for: it runs
+    assert _options(None, {"estimate_foreground": True}).foreground_estimation
