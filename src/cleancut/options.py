@@ -370,6 +370,8 @@ def _convert_number(info: OptionInfo, value: Any) -> int | float:
     number: int | float
     if info.kind == "int" and isinstance(value, int):
         number = value  # exact, however large (the bounds decide)
+    elif info.kind == "int" and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+        number = int(value.strip())  # exact too: through float, 33333333333333333330 came back changed
     else:
         try:
             number = float(value.strip()) if isinstance(value, str) else float(value)
