@@ -274,6 +274,42 @@ def test_pair_cache_rejects_a_mask_of_another_size(tmp_path):
     assert not list((tmp_path / "cache").iterdir())  # nothing half-written
 
 
+def test_label_erode_shrinks_the_named_sets_masks_at_their_own_size_in_both_data_paths(tmp_path):
+    from cleancut.train.cache import cache_folder, erode_mask
+    from cleancut.train.data import SegDataset, load_mask
+    from cleancut.train.loop import select_data
+
+    square = np.zeros((40, 40), np.uint8)
+    square[10:30, 10:30] = 255
+    square[10:30, 9] = 128  # an antialiased column stays a soft edge, moved in
+    shrunk = erode_mask(square, 3)
+    assert (shrunk == 255).sum() == 14 * 14 and shrunk[20, 12] == 128 and shrunk[20, 11] == 0
+    assert erode_mask(square, 0) is square
+
+    root = _two_sets(tmp_path)
+    base = ["data.augment=0", "data.composite_prob=0", "data.size=32", "data.val_ratio=0.01"]
+    plain = tiny_cfg(root, *base)
+    eroded = tiny_cfg(root, *base, "data.label_erode={a: 2}")
+    pairs, _ = select_data(eroded)
+    for extra in ([], [f"data.cache_dir={tmp_path / 'c'}", "data.cache_side=32"]):
+        cfgs = [tiny_cfg(root, *base, *more, *extra) for more in ([], ["data.label_erode={a: 2}"])]
+        before, after = (SegDataset(pairs, c.data, seed=0) for c in cfgs)
+        for i, pair in enumerate(pairs):
+            fg_before, fg_after = (float(ds[i][1].mean()) for ds in (before, after))
+            if pair.set == "a" and (load_mask(pair.mask) > 127).any():
+                assert fg_after < fg_before - 0.01  # the object lost its outer ring
+            elif pair.set == "b":
+                assert fg_after == fg_before  # other sets untouched
+    # the cache of eroded labels is another cache; an erosion of a set not in the data changes nothing
+    assert cache_folder(tmp_path, pairs, 32, {"a": 2}) != cache_folder(tmp_path, pairs, 32)
+    assert cache_folder(tmp_path, pairs, 32, {"zz": 2}) == cache_folder(tmp_path, pairs, 32)
+    with pytest.raises(ConfigError, match="label_erode names set.*nope.*its sets are: a, b"):
+        Trainer(tiny_cfg(root, "data.label_erode={nope: 2}"), tmp_path / "r")
+    with pytest.raises(ConfigError, match="whole numbers from 0 to 32"):
+        load_config(None, ["data.label_erode={a: 2.5}"])
+    assert plain.data.label_erode == {}
+
+
 def test_cached_training_sees_the_same_samples_as_the_ram_cache(shapes, tmp_path):
     from cleancut.train.data import SegDataset
 

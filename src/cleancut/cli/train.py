@@ -68,6 +68,6 @@ def _build_cache(cfg) -> int:
     if not cfg.data.cache_dir:
         raise ConfigError("--build-cache needs data.cache_dir (e.g. data.cache_dir=.cache/train)")
     pairs, _ = select_data(cfg)
-    cache = open_cache(pairs, cfg.data.cache_dir, cfg.data.cache_side)
+    cache = open_cache(pairs, cfg.data.cache_dir, cfg.data.cache_side, erode=cfg.data.label_erode)
     print(f"{len(cache)} training pairs at long side <= {cache.side} px, {cache.nbytes / 2**30:.2f} GiB: {cache.folder}")
     return 0

@@ -42,13 +42,33 @@ def _source_key(pair: Pair) -> list:
     return out
 
 
-def cache_folder(root: str | Path, pairs: list[Pair], side: int) -> Path:
-    """The folder under ``root`` that holds (or will hold) the cache of ``pairs`` at ``side``."""
-    digest = hashlib.sha256(json.dumps([VERSION, side, [_source_key(p) for p in pairs]]).encode()).hexdigest()
+def cache_folder(root: str | Path, pairs: list[Pair], side: int, erode: dict[str, int] | None = None) -> Path:
+    """The folder under ``root`` that holds (or will hold) the cache of ``pairs`` at ``side``
+    (with the masks of the sets in ``erode`` eroded: :func:`erode_mask`)."""
+    key = [VERSION, side, [_source_key(p) for p in pairs]]
+    used = {name: int(px) for name, px in sorted((erode or {}).items()) if px and any(p.set == name for p in pairs)}
+    if used:  # caches made before label erosion existed keep their names
+        key.append(used)
+    digest = hashlib.sha256(json.dumps(key).encode()).hexdigest()
     return Path(root) / f"pairs-{len(pairs)}-{side}px-{digest[:16]}"
 
 
-def _decode(pair: Pair, side: int) -> tuple[np.ndarray, np.ndarray]:
+def erode_mask(mask: np.ndarray, px: int) -> np.ndarray:
+    """``mask`` (uint8) with its object shrunk by ``px`` pixels: the smallest value within a disc
+    of radius ``px`` (grey erosion, so an antialiased edge stays antialiased, ``px`` further in).
+
+    For labels whose edge sits outside the object: Oxford-IIIT Pet's masks are the pet *plus* its
+    trimap border, a band of background colour all round the animal (docs/benchmarks.md, "The
+    training labels"), which a model trained on them learns as a fringe."""
+    if px <= 0:
+        return mask
+    import cv2
+
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    return cv2.erode(mask, disc, borderType=cv2.BORDER_REPLICATE)
+
+
+def _decode(pair: Pair, side: int, erode: dict[str, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     with Image.open(pair.image) as im:
         image = im.convert("RGB")
     with Image.open(pair.mask) as m:
@@ -56,6 +76,8 @@ def _decode(pair: Pair, side: int) -> tuple[np.ndarray, np.ndarray]:
     if mask.size != image.size:
         raise DatasetError(f"{pair.mask}: mask is {mask.size[0]}x{mask.size[1]}, its photo {pair.image} is "
                            f"{image.size[0]}x{image.size[1]}; a mask must match its photo's size")
+    if (erode or {}).get(pair.set):  # at the label's own resolution, before any shrinking
+        mask = Image.fromarray(erode_mask(np.asarray(mask), int(erode[pair.set])))
     w, h = image.size
     scale = side / max(w, h)
     if scale < 1:
@@ -65,7 +87,7 @@ def _decode(pair: Pair, side: int) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(image), np.asarray(mask)
 
 
-def build(pairs: list[Pair], folder: Path, side: int, progress: bool = True) -> Path:
+def build(pairs: list[Pair], folder: Path, side: int, progress: bool = True, erode: dict[str, int] | None = None) -> Path:
     """Decode ``pairs`` into ``folder`` (atomically: a temporary folder renamed at the end)."""
     from tqdm import tqdm
 
@@ -80,7 +102,7 @@ def build(pairs: list[Pair], folder: Path, side: int, progress: bool = True) -> 
     try:
         with open(tmp / "images.u8", "wb") as fi, open(tmp / "masks.u8", "wb") as fm:
             for pair in tqdm(pairs, desc=f"caching {len(pairs)} pairs at {side} px", unit="pair", disable=not progress):
-                image, mask = _decode(pair, side)
+                image, mask = _decode(pair, side, erode)
                 h, w = mask.shape
                 fi.write(np.ascontiguousarray(image).tobytes())
                 fm.write(np.ascontiguousarray(mask).tobytes())
@@ -130,11 +152,13 @@ class PairCache:
         return int(self._images.size + self._masks.size)
 
 
-def open_cache(pairs: list[Pair], root: str | Path, side: int, progress: bool = True) -> PairCache:
-    """The cache of ``pairs`` at ``side`` under ``root``, built first if it does not exist."""
-    folder = cache_folder(root, pairs, side)
+def open_cache(pairs: list[Pair], root: str | Path, side: int, progress: bool = True,
+               erode: dict[str, int] | None = None) -> PairCache:
+    """The cache of ``pairs`` at ``side`` under ``root`` (masks eroded per set: ``erode``), built
+    first if it does not exist."""
+    folder = cache_folder(root, pairs, side, erode)
     if not (folder / "index.json").is_file():
-        build(pairs, folder, side, progress)
+        build(pairs, folder, side, progress, erode)
     cache = PairCache(folder)
     if cache.stems != [(p.set, p.stem) for p in pairs]:
         raise DatasetError(f"{folder} holds other pairs than this config selects; delete it and rebuild")

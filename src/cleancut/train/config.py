@@ -40,6 +40,9 @@ class DataConfig:
     composite_prob: float = 0.3  # chance of pasting the foreground onto another background
     backgrounds: list[str] = field(default_factory=list)  # extra background photos (no masks)
     set_weights: dict[str, float] = field(default_factory=dict)  # sampling weight per set (default 1)
+    # training masks of these sets shrunk by this many pixels at their own resolution (labels whose
+    # edge runs outside the object, e.g. {oxford-pets: 5}: train/cache.py erode_mask); never validation
+    label_erode: dict[str, int] = field(default_factory=dict)
     num_workers: int = 2
 
 
@@ -247,6 +250,12 @@ def validate(cfg: Config) -> None:
     else:
         bad = {k: v for k, v in weights.items() if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0}
         checks.append((not bad, f"data.set_weights: weights must be numbers >= 0, got {bad}"))
+    erode = cfg.data.label_erode
+    if not isinstance(erode, dict):
+        checks.append((False, f"data.label_erode must map set names to pixels, e.g. {{oxford-pets: 5}}, got {erode!r}"))
+    else:
+        bad = {k: v for k, v in erode.items() if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 32}
+        checks.append((not bad, f"data.label_erode: pixels must be whole numbers from 0 to 32, got {bad}"))
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)

@@ -101,9 +101,9 @@ class SegDataset(Dataset):
         if cfg.cache and cfg.cache_dir:
             from .cache import open_cache
 
-            self._cache = open_cache(pairs, cfg.cache_dir, cfg.cache_side)
+            self._cache = open_cache(pairs, cfg.cache_dir, cfg.cache_side, erode=cfg.label_erode)
         elif cfg.cache:
-            self._cache = [(load_rgb(p.image), load_mask(p.mask)) for p in pairs]
+            self._cache = [self._read(p) for p in pairs]
 
     def set_size(self, size: int) -> None:
         """Train at ``size`` from now on (progressive resolution: ``data.size_schedule``)."""
@@ -114,10 +114,19 @@ class SegDataset(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    def _read(self, pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+        mask = load_mask(pair.mask)
+        px = self.cfg.label_erode.get(pair.set, 0)
+        if px:
+            from .cache import erode_mask
+
+            mask = erode_mask(mask, int(px))
+        return load_rgb(pair.image), mask
+
     def _load(self, i: int):
         if self._cache is not None:
             return self._cache[i]
-        return load_rgb(self.pairs[i].image), load_mask(self.pairs[i].mask)
+        return self._read(self.pairs[i])
 
     def foreground_fraction(self, limit: int = 500) -> float:
         idx = np.linspace(0, len(self) - 1, min(limit, len(self))).astype(int)

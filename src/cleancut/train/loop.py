@@ -151,12 +151,13 @@ def select_data(cfg: Config):
     if keep < n:
         idx = np.random.default_rng(cfg.train.seed).permutation(n)[:keep]
         train_pairs = [train_pairs[i] for i in sorted(idx)]
-    if d.set_weights:
-        present = sorted({p.set for p in train_pairs})
-        unknown = sorted(set(d.set_weights) - set(present))
+    present = sorted({p.set for p in train_pairs})
+    for key, per_set in (("set_weights", d.set_weights), ("label_erode", d.label_erode)):
+        unknown = sorted(set(per_set) - set(present))
         if unknown:
-            raise ConfigError(f"data.set_weights names set(s) {', '.join(unknown)} that the training split does not "
+            raise ConfigError(f"data.{key} names set(s) {', '.join(unknown)} that the training split does not "
                               f"have; its sets are: {', '.join(present)}")
+    if d.set_weights:
         if not any(d.set_weights.get(p.set, 1.0) > 0 for p in train_pairs):
             raise ConfigError("data.set_weights gives every training pair weight 0")
     val = {}
