@@ -5,10 +5,12 @@ A 640x480 clip of DAVIS ``cows`` (the first ``--frames`` frames, looping) is pla
 * as Chromium's fake camera (Debian's chromium, ``--use-file-for-fake-video-capture``, driven by
   Playwright) for the page at ``cleancut serve --model MODEL`` on 127.0.0.1. The page sends each
   frame over the WebSocket ``/api/stream`` with ``reply=alpha`` (the server answers with the matte
-  alone; the page composites the frame it sent on a canvas), at most two frames in flight. After
+  alone; the page composites the frame it sent on a canvas), one frame in flight at a time. After
   ``--warmup`` seconds the page's own counters are read twice, ``--seconds`` apart: frames/s drawn
   in between, and the round trips (frame sent -> matte back, as the page measures them) of those
-  frames, p50 / p95;
+  frames, p50 / p95; also their age (frame captured -> matte back: the page's capture and JPEG
+  encoding and its wait for the previous reply included), closer to what ``cleancut live``
+  measures, and how often the next frame was not ready when a reply came;
 * as a file played at its frame rate by ``cleancut live CLIP -o OUT`` (the same model, the same
   result: a WebM with alpha for cut-out, ``--bg-color`` for colour), from ``--stats-json``:
   frames/s and latency from capture to output, p50 / p95.
@@ -67,6 +69,7 @@ def page_camera(args, base: str, clip: Path, mode: str) -> dict:
             time.sleep(args.seconds)
             after = page.evaluate("window.cleancutCamera.stats()")
             rtts = page.evaluate("window.cleancutCamera.state.rtts")
+            ages = page.evaluate("window.cleancutCamera.state.ages")
             error = page.text_content("#camera-error")
             page.click("#camera-toggle")
         finally:
@@ -75,9 +78,12 @@ def page_camera(args, base: str, clip: Path, mode: str) -> dict:
         raise SystemExit(f"the page's camera failed: {error}")
     frames = after["frames"] - before["frames"]
     window = np.asarray(rtts[-frames:] if frames else [np.nan], float)  # the page keeps the last 600
+    age = np.asarray(ages[-frames:] if frames else [np.nan], float)
     return {"fps": frames / args.seconds, "p50_ms": float(np.percentile(window, 50)),
             "p95_ms": float(np.percentile(window, 95)), "frames": frames,
-            "dropped": after["dropped"] - before["dropped"]}
+            "dropped": after["dropped"] - before["dropped"],
+            "age_p50_ms": float(np.percentile(age, 50)), "age_p95_ms": float(np.percentile(age, 95)),
+            "late": after["late"] - before["late"]}
 
 
 def live(args, clip: Path, workdir: Path, mode: str) -> dict:
@@ -134,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows.items():
         print(f"| {name} | {r['fps']:.1f} | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['dropped']} |")
     print("\n(page: round trip, frame sent -> matte back; cleancut live: capture -> output)")
+    for name, r in rows.items():
+        if "age_p50_ms" in r:
+            print(f"{name}: frame captured -> matte back p50 {r['age_p50_ms']:.0f} ms / p95 {r['age_p95_ms']:.0f} ms; "
+                  f"next frame not ready at the reply {r['late']} of {r['frames']} times")
     for name, r in rows.items():
         if name.startswith("page") and name.split(", ")[1] in ("cutout", "color"):
             met = r["fps"] >= TARGET_FPS and r["p95_ms"] <= TARGET_P95_MS

@@ -319,6 +319,62 @@ def test_camera_frames_come_back_cut_out(camera_browser, server_url, tmp_path):
     assert stats["fps"] > 1 and stats["rtt_p50_ms"] > 0
 
 
+def test_camera_keeps_one_frame_in_flight(camera_browser, tiny_model):
+    """The page sends a frame only once the one before it is answered (its matte, or a "dropped"
+    message), so that no frame waits on the server behind another: counted on the WebSocket itself,
+    whose messages pass through Playwright both ways (a frame the page sends can only follow the
+    replies forwarded to it before). The server's frame-rate cap is lifted, so that only the page's
+    own rule spaces its frames."""
+    import re
+
+    browser, _ = camera_browser
+    events: list[tuple[str, str | bytes]] = []
+
+    def relay(page_ws) -> None:
+        server_ws = page_ws.connect_to_server()
+
+        def up(message):
+            events.append(("sent", message))
+            server_ws.send(message)
+
+        def down(message):
+            events.append(("received", message))
+            page_ws.send(message)
+
+        page_ws.on_message(up)
+        server_ws.on_message(down)
+
+    with serving(model=str(tiny_model), workers=2, stream_max_fps=1000) as url:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.route_web_socket(re.compile(r"/api/stream"), relay)
+        try:
+            page.goto(url + "/")
+            page.click("#camera-toggle")
+            page.wait_for_function("window.cleancutCamera.stats().frames >= 40", timeout=TIMEOUT_MS)
+            stats = page.evaluate("window.cleancutCamera.stats()")
+            page.click("#camera-toggle")
+            assert errors == [] and page.text_content("#camera-error") == ""
+        finally:
+            page.close()
+    in_flight = most = sent = answered = 0
+    for direction, payload in events:
+        if direction == "sent" and isinstance(payload, bytes):
+            sent += 1
+            in_flight += 1
+            most = max(most, in_flight)
+        elif direction == "received" and (isinstance(payload, bytes) or json.loads(payload)["type"] == "dropped"):
+            answered += 1
+            in_flight -= 1
+    assert sent >= 40 and answered >= 40
+    assert most == 1, f"{most} frames in flight at once ({sent} sent)"
+    print(f"\none frame in flight: {sent} frames sent, {answered} answered; {stats['fps']:.1f} frames/s, "
+          f"round trip p50 {stats['rtt_p50_ms']:.0f} ms, age p50 {stats['age_p50_ms']:.0f} ms, "
+          f"next frame not ready {stats['late']} times")
+    assert stats["age_p50_ms"] >= stats["rtt_p50_ms"] > 0  # the age counts the capture and encoding too
+
+
 # -- defects a new user hit, and the page's tools ----------------------------------------------------
 
 

@@ -187,3 +187,46 @@ def test_binding_beyond_loopback_without_a_key_warns(tiny_model, monkeypatch, ca
         assert cli_main([*common, *args]) == 0
         assert "without --api-key" not in capsys.readouterr().err, args
     assert serve.is_loopback("localhost") and not serve.is_loopback("192.168.1.4")
+
+
+def test_cleancut_serve_declines_permessage_deflate(tiny_model):
+    """What travels on the stream is compressed already (JPEG, PNG or WebP frames; zlib mattes or
+    encoded pictures back), so ``cleancut serve`` declines the permessage-deflate extension that
+    browsers offer, which would deflate every frame again on the way out and inflate it on the way
+    in, on both sides of each round trip."""
+    import base64
+    import os
+    import socket
+    import threading
+
+    from cleancut.cli.serve import make_server
+
+    app = create_app(ServerSettings.from_values(model=str(tiny_model), warm_up=False))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = make_server(app, port=port, log_level="warning")
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = ("GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                   "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n")  # as Chromium asks
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(request.encode())
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(4096)
+                assert chunk, head
+                head += chunk
+    finally:
+        server.should_exit = True
+        thread.join(20)
+    head = head.split(b"\r\n\r\n", 1)[0].decode("latin-1")
+    assert head.startswith("HTTP/1.1 101 "), head
+    assert "sec-websocket-extensions" not in head.lower(), head

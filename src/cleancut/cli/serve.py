@@ -149,7 +149,9 @@ def make_server(app, *, host: str = "127.0.0.1", port: int = 8000, log_level: st
     that grows past the app's header cap (httptools has no such bound; the app itself answers 431
     above the cap), with a deadline on each request head (:mod:`cleancut.server.protocol`). The
     WebSocket message cap is uvicorn's own, so that a message over it is refused as it arrives
-    (1009), before it is buffered."""
+    (1009), before it is buffered. WebSockets decline permessage-deflate: the stream's frames and
+    replies are compressed already (JPEG/PNG/WebP in, zlib mattes or encoded pictures out), and
+    deflating them again would cost both sides of every round trip."""
     import uvicorn
 
     from ..server.protocol import guarded_h11
@@ -159,7 +161,8 @@ def make_server(app, *, host: str = "127.0.0.1", port: int = 8000, log_level: st
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on", root_path=root_path,
         timeout_graceful_shutdown=shutdown_timeout or None, http=guarded_h11(settings.read_timeout),
-        h11_max_incomplete_event_size=settings.max_header_bytes, ws_max_size=settings.stream_max_message_bytes)
+        h11_max_incomplete_event_size=settings.max_header_bytes, ws_max_size=settings.stream_max_message_bytes,
+        ws_per_message_deflate=False)
     # uvicorn's handlers exist once its Config has configured logging
     redact_logs(settings.api_key, [h for name in ("uvicorn", "uvicorn.error", "uvicorn.access")
                                    for h in logging.getLogger(name).handlers])

@@ -3,35 +3,51 @@
 // page composites the frame it sent itself, on a canvas, in the result chosen on the left (cut-out,
 // mask, colour, blur or picture). Changing the result or the colour needs nothing from the server;
 // the edge options go to it as an options message. Nothing restarts the stream.
-// Two frames are in flight at most: while one is processed, the next is sent so that it arrives
-// just before the server is done (from the server's own time per frame), so the model is kept busy
-// without the frame waiting long; never faster than the server's frame-rate cap.
+// One frame is in flight at a time: the next is sent when the reply to the previous one (its
+// matte, or a "dropped" message) arrives, so a frame never waits on the server behind another.
+// The next frame is captured and JPEG-encoded while the current one is processed, timed to be
+// ready shortly before the reply is expected (from the round trips so far), so it goes out the
+// moment the reply comes without having waited long itself; never faster than the server's
+// frame-rate cap.
 "use strict";
 
 (() => {
   const $ = (sel) => document.querySelector(sel);
-  const MAX_IN_FLIGHT = 2;
   const JPEG_QUALITY = 0.85;
+  // the next frame is to be encoded by this fraction of the expected round trip: a little early,
+  // so that it is ready when the reply comes, but not so early that it is old when it goes
+  const READY_AT = 0.8;
   const ui = {
     toggle: $("#camera-toggle"), record: $("#camera-record"), download: $("#camera-download"),
     stats: $("#camera-stats"), error: $("#camera-error"), ignored: $("#camera-ignored"), input: $("#camera-in"),
     out: $("#camera-out"), frame: $(".camera-frame"), form: $("#options"), smooth: $("#camera-smooth"),
   };
   const state = {
-    running: false, ws: null, stream: null, pending: [], encoding: 0, meta: [], rtts: [], frames: 0,
-    serverMs: 0, encodeMs: 0,  // moving averages: the server's time per frame, the page's JPEG encoding
-    dropped: 0, started: 0, lastSent: 0, interval: 0, timer: null, drawing: Promise.resolve(), sentOptions: "",
+    running: false, ws: null, stream: null, rtts: [], ages: [], frames: 0, dropped: 0,
+    inFlight: null,   // the frame sent and not yet answered: {sentAt, capturedAt, frame}; one at most
+    next: null,       // the next frame, captured and encoded, waiting for the reply: {blob, capturedAt, frame}
+    encoding: false,  // a capture is being encoded
+    meta: null,       // the "frame" message that comes before the matte
+    rttMs: 0, encodeMs: 0,  // moving averages: the round trip, the page's capture and JPEG encoding
+    late: 0,          // replies that came before the next frame was ready (the server waited on the page)
+    started: 0, lastSent: 0, interval: 0, timer: null, drawing: Promise.resolve(), sentOptions: "",
     recorder: null, chunks: [], capture: document.createElement("canvas"), backdrop: null,
   };
   // figures for people and for tests (tests/test_browser.py and benchmarks/bench_web_camera.py read them)
   window.cleancutCamera = { stats: () => summary(), state };
 
+  /** The round trip (frame sent -> matte back) and the age (frame captured -> matte back, its
+   * encoding and its wait for the previous reply included) percentiles, over the last 600 frames. */
   function summary() {
-    const sorted = [...state.rtts].sort((a, b) => a - b);
-    const pick = (q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : NaN);
+    const quantiles = (values) => {
+      const sorted = [...values].sort((a, b) => a - b);
+      return (q) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] : NaN);
+    };
+    const rtt = quantiles(state.rtts), age = quantiles(state.ages);
     const seconds = (performance.now() - state.started) / 1000;
     return { frames: state.frames, dropped: state.dropped, fps: seconds > 0 ? state.frames / seconds : 0,
-             rtt_p50_ms: pick(0.5), rtt_p95_ms: pick(0.95) };
+             rtt_p50_ms: rtt(0.5), rtt_p95_ms: rtt(0.95), age_p50_ms: age(0.5), age_p95_ms: age(0.95),
+             late: state.late };
   }
 
   // ---------------------------------------------------------------- options
@@ -74,34 +90,57 @@
 
   // ---------------------------------------------------------------- frames out
 
-  function trySend() {
+  /** The one place that decides what goes out: the next frame at once when nothing is in flight
+   * (once the frame-rate cap allows), else the capture of the frame after, timed to be ready
+   * shortly before the reply is expected. Called on every reply, drop, capture and timer. */
+  function pump() {
     clearTimeout(state.timer);
     if (!state.running || state.ws.readyState !== WebSocket.OPEN || !ui.input.videoWidth) return;
-    const inFlight = state.pending.length + state.encoding;
-    if (inFlight >= MAX_IN_FLIGHT || (inFlight && !state.serverMs)) return;
-    let due = state.lastSent + state.interval;  // never over the server's frame-rate cap
-    if (inFlight) due = Math.max(due, state.lastSent + 0.9 * state.serverMs - state.encodeMs);
-    const wait = due - performance.now();
-    if (wait > 0) {
-      state.timer = setTimeout(trySend, wait);
+    const now = performance.now();
+    if (state.inFlight) {
+      if (state.next || state.encoding) return;  // ready, or nearly: it goes when the reply comes
+      // ready by READY_AT of the expected round trip, and not before the frame-rate cap allows sending
+      const readyBy = state.inFlight.sentAt + Math.max(READY_AT * state.rttMs, state.interval);
+      const wait = readyBy - state.encodeMs - now;
+      if (wait > 0) state.timer = setTimeout(pump, wait);
+      else capture();
       return;
     }
+    if (!state.next) {
+      if (!state.encoding) capture();  // it calls pump again once encoded
+      return;
+    }
+    const wait = state.lastSent + state.interval - now;  // never over the server's frame-rate cap
+    if (wait > 0) {
+      state.timer = setTimeout(pump, wait);
+      return;
+    }
+    const { blob, capturedAt, frame } = state.next;
+    state.next = null;
+    state.inFlight = { sentAt: now, capturedAt, frame };
+    state.lastSent = now;
+    state.ws.send(blob);
+    pump();  // schedules the capture of the frame after
+  }
+
+  /** Capture the camera's current frame and encode it as JPEG; it becomes state.next. */
+  function capture() {
     const canvas = state.capture;
     const [w, h] = [ui.input.videoWidth, ui.input.videoHeight];
     if (canvas.width !== w || canvas.height !== h) [canvas.width, canvas.height] = [w, h];
     const ctx = canvas.getContext("2d", { willReadFrequently: true });
+    const capturedAt = performance.now();
     ctx.drawImage(ui.input, 0, 0);
     const frame = ctx.getImageData(0, 0, w, h);  // what the reply's matte is composited with
-    state.lastSent = performance.now();
-    state.encoding += 1;
-    const encodeStart = performance.now();
+    state.encoding = true;
+    const ws = state.ws;
     canvas.toBlob((blob) => {
-      state.encoding -= 1;
-      state.encodeMs = average(state.encodeMs, performance.now() - encodeStart);
-      if (!blob || !state.running || state.ws.readyState !== WebSocket.OPEN) return;
-      state.pending.push({ sentAt: performance.now(), frame });
-      state.ws.send(blob);
-      trySend();
+      if (state.ws !== ws) return;  // a stream stopped (and perhaps another started) meanwhile
+      state.encoding = false;
+      state.encodeMs = average(state.encodeMs, performance.now() - capturedAt);
+      if (!blob || !state.running) return;
+      state.next = { blob, capturedAt, frame };
+      pump();
     }, "image/jpeg", JPEG_QUALITY);
   }
 
@@ -183,27 +222,30 @@
       if (msg.type === "ready") {
         state.interval = 1000 / (msg.max_fps || 30) * 1.02;
         state.started = performance.now();
-        trySend();
+        pump();
       } else if (msg.type === "frame") {
-        state.meta.push(msg);
-        state.serverMs = average(state.serverMs, msg.server_ms);
+        state.meta = msg;
         state.dropped = msg.dropped;
-      } else if (msg.type === "dropped") {  // a frame refused: it is no longer in flight
+      } else if (msg.type === "dropped") {  // the frame in flight was refused (frame-rate cap, busy server)
         state.dropped = msg.dropped;
-        // over the frame-rate cap: the frame just received (the newest); a busy server: the frame
-        // it was about to process (the oldest not answered)
-        if (/busy/.test(msg.reason || "")) state.pending.shift();
-        else state.pending.pop();
-        trySend();
+        state.inFlight = null;
+        pump();
       }
       return;
     }
-    const sent = state.pending.shift();
-    const meta = state.meta.shift();
-    trySend();  // the next frame goes out while this one is drawn
+    const now = performance.now();
+    const sent = state.inFlight;
+    const meta = state.meta;
+    state.inFlight = state.meta = null;
+    if (sent && !state.next) state.late += 1;
+    pump();  // the next frame goes out at once, before this one is drawn
     if (!sent || !meta) return;
-    state.rtts.push(performance.now() - sent.sentAt);
+    const rtt = now - sent.sentAt;
+    state.rttMs = average(state.rttMs, rtt);
+    state.rtts.push(rtt);
+    state.ages.push(now - sent.capturedAt);
     if (state.rtts.length > 600) state.rtts.shift();
+    if (state.ages.length > 600) state.ages.shift();
     state.drawing = state.drawing.then(async () => {
       const alpha = await inflate(event.data);
       if (!state.running) return;
@@ -244,8 +286,8 @@
       if (state.running && event.code !== 1000) showError(`The server closed the stream (${event.code}) ${event.reason || ""}`);
       stop();
     };
-    Object.assign(state, { running: true, pending: [], meta: [], encoding: 0, rtts: [], frames: 0, dropped: 0,
-                           serverMs: 0, encodeMs: 0,
+    Object.assign(state, { running: true, inFlight: null, next: null, encoding: false, meta: null, rtts: [],
+                           ages: [], frames: 0, dropped: 0, late: 0, rttMs: 0, encodeMs: 0,
                            started: performance.now(), lastSent: 0, drawing: Promise.resolve(),
                            sentOptions: JSON.stringify(options) });
     ui.frame.hidden = false;
