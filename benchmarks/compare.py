@@ -132,15 +132,15 @@ class CleancutPredictor:
         from cleancut.runtime import Session
 
         self.session = Session(get_model(cfg["model"]), threads=cfg.get("threads"), batch_size=8)
-        self.guided_edges = bool(cfg.get("guided_edges"))
+        self.edges = cfg.get("edges") or "auto"
         h, w = self.session.spec.input_size
         self.native = f"~{w}x{h} px, photo's aspect" if self.session.spec.aspect == "keep" else f"{w}x{h}"
 
     def predict(self, image) -> np.ndarray:
-        return self.session.predict([image], guided_edges=self.guided_edges)[0]
+        return self.session.predict([image], edges=self.edges)[0]
 
     def predict_many(self, images: list) -> list[np.ndarray]:
-        return self.session.predict(images, guided_edges=self.guided_edges)
+        return self.session.predict(images, edges=self.edges)
 
 
 class _PeerPredictor:
@@ -527,7 +527,7 @@ def run_worker(entry: dict, mode: str, payload: dict, threads: int | None) -> di
     with tempfile.TemporaryDirectory(prefix="cleancut-compare-") as tmp:
         cfg_path, res_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
         cfg = {"kind": entry["kind"], "label": entry["label"], "model": entry.get("model"),
-               "guided_edges": entry.get("guided_edges", False), "threads": threads, "mode": mode, **payload}
+               "edges": entry.get("edges", "auto"), "threads": threads, "mode": mode, **payload}
         cfg_path.write_text(json.dumps(cfg))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "GLOG_minloglevel": "2", "TF_CPP_MIN_LOG_LEVEL": "2"}
         if entry["kind"] == "mediapipe":
@@ -563,10 +563,10 @@ def _entries(args) -> list[dict]:
                 label, sep, source = item.partition("=")
                 if not sep or "/" in label:
                     label, source = Path(item).stem if item.endswith((".onnx", ".json")) else item, item
-                entries.append({"kind": "cleancut", "label": label, "display": label, "source": source})
-                if args.guided_edges:
-                    entries.append({"kind": "cleancut", "label": f"{label}+edges", "display": f"{label} + edge stage",
-                                    "source": source, "guided_edges": True})
+                for stage in args.edges:  # one row per edge stage asked for
+                    tag = "" if stage == args.edges[0] else f"+{stage}"
+                    entries.append({"kind": "cleancut", "label": f"{label}{tag}", "source": source, "edges": stage,
+                                    "display": label if not tag else f"{label}, {stage} edges"})
         else:
             entries.append({"kind": kind, "label": kind, "display": DISPLAY[kind]})
     seen: dict[str, int] = {}
@@ -695,6 +695,8 @@ def main(argv: list[str] | None = None) -> int:
         command = shlex.join(["python", "benchmarks/compare.py", *argv])
     if argv[:1] == ["_worker"]:
         return worker_main(*argv[1:3])
+    from cleancut.options import EDGE_STAGES  # here: a peer's worker (e.g. MediaPipe's venv) has no cleancut
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", choices=PEERS, default=list(PEERS),
                         help="what to compare (default: all)")
@@ -707,8 +709,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--splits", nargs="+", default=["val", "val-objects"], help="splits to score (default: val val-objects)")
     parser.add_argument("--portrait-splits", nargs="*", default=["val"],
                         help="splits of portraits, the only ones the portrait-only MediaPipe model is scored on (default: val)")
-    parser.add_argument("--guided-edges", action="store_true",
-                        help="also run each cleancut model with its edge stage (the guided_edges option), as '<label> + edge stage'")
+    parser.add_argument("--edges", nargs="+", choices=EDGE_STAGES, default=["auto"],
+                        help="the edge stage(s) each cleancut model runs with (the edges option; default: auto); "
+                             "each stage after the first adds a row '<label>, <stage> edges'")
     parser.add_argument("--limit", type=int, default=None, help="first N pairs of each split (quick checks)")
     parser.add_argument("--stride", type=int, default=1,
                         help="score every k-th pair of each split (the same images for every model; default: 1 = all)")

@@ -195,12 +195,12 @@ def speed(model: str, photos: list[str], megapixels: list[float], repeats: int, 
                 src = im.convert("RGB")
             w = round((mp * 1e6 * src.width / src.height) ** 0.5)
             photo = src.resize((w, round(mp * 1e6 / w)), Image.BICUBIC)
-            remover.predict_mask(photo, guided_edges=True)  # warm
+            remover.predict_mask(photo, edges="guided")  # warm
             rgb = np.asarray(photo)
             for _ in range(repeats):
-                for runs, flag in ((plain, False), (guided, True)):
+                for runs, flag in ((plain, "network"), (guided, "guided")):
                     started = time.perf_counter()
-                    alpha = remover.predict_mask(photo, guided_edges=flag)
+                    alpha = remover.predict_mask(photo, edges=flag)
                     runs.append(time.perf_counter() - started)
                 started = time.perf_counter()
                 estimate_foreground(rgb, alpha)

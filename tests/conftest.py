@@ -45,7 +45,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def _registry_folder(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("registry")
     write_tiny_model(folder, name="cleancut-default", input_size=(32, 32))
-    write_tiny_model(folder, name="tiny-gray", input_size=(24, 24), channels=1)
+    write_tiny_model(folder, name="tiny-gray", input_size=(24, 24), channels=1, edge_refiner=False)
     return folder
 
 

@@ -20,7 +20,7 @@ import pytest
 
 grimp = pytest.importorskip("grimp")
 
-CORE = ["api", "options", "pipeline", "io", "runtime", "models", "refine", "compose", "preprocess"]
+CORE = ["api", "options", "pipeline", "io", "runtime", "models", "refine", "compose", "preprocess", "edges"]
 ROOMS = ["cli", "server", "video", "batch", "train"]
 
 

@@ -95,9 +95,9 @@ def test_evaluate_reads_the_official_layout(duts, tiny_model, tmp_path, capsys):
     assert cli_main(["evaluate", str(tiny_model), "--data", str(duts), "--split", "duts-val", "--stride", "2",
                      "-o", str(out)]) == 0
     assert set(json.loads((out / "metrics.json").read_text())["results"]) == {"duts-val (2, 1 in 2)"}
-    assert cli_main(["evaluate", str(tiny_model), "--data", str(duts), "--split", "duts-te", "--guided-edges",
+    assert cli_main(["evaluate", str(tiny_model), "--data", str(duts), "--split", "duts-te", "--edges", "guided",
                      "-o", str(out)]) == 0
-    assert json.loads((out / "metrics.json").read_text())["meta"]["guided_edges"] is True
+    assert json.loads((out / "metrics.json").read_text())["meta"]["edges"] == "guided"
 
 
 def test_training_reads_the_official_layout(duts, tmp_path):

@@ -121,9 +121,9 @@ def test_the_band_tiles_give_the_full_size_filter():
 def test_guided_edges_option_reaches_the_prediction(remover, square):
     photo = square((64, 48))
     plain = remover.predict_mask(photo)
-    guided = remover.predict_mask(photo, guided_edges=True)
+    guided = remover.predict_mask(photo, edges="guided")
     assert guided.shape == plain.shape == (48, 64) and guided.dtype == np.float32
-    out = np.asarray(remover.remove(photo, mode="mask", guided_edges=True))
+    out = np.asarray(remover.remove(photo, mode="mask", edges="guided"))
     assert np.array_equal(out, np.rint(guided * 255).astype(np.uint8))
     with pytest.raises(ValueError, match="guide"):
         finish_alpha(plain, (10, 10), 1.0, guide=photo)

@@ -27,7 +27,7 @@ def test_every_field_has_complete_metadata():
 def test_defaults():
     o = RemoveOptions()
     assert (o.mode, o.resolved_mode, o.format, o.threshold, o.crop) == ("auto", "cutout", "png", None, False)
-    assert o.foreground_estimation is True and o.guided_edges is False  # colours re-estimated by default
+    assert o.foreground_estimation is True and o.edges == "auto"  # colours re-estimated by default
     assert RemoveOptions(estimate_foreground=False).foreground_estimation is False
     assert RemoveOptions(mode="mask").foreground_estimation is False
     assert RemoveOptions(alpha_matting=True).foreground_estimation is True

@@ -9,7 +9,7 @@ model, default options) on a checkerboard. ``--edges`` renders the contact sheet
 leaves the most fringe (``fringe@0.5%``, :mod:`cleancut.metrics`), each cropped around its softest
 edge and shown, over white and over black, with the photo's colours at the edge (as cut-outs were
 made until now), as the default makes them now (foreground colours re-estimated), with the edge
-stage (``guided_edges``) as well, and as U²-Net gives them (rembg's way: the photo's colours).
+stage (``edges="guided"``) as well, and as U²-Net gives them (rembg's way: the photo's colours).
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def edges_sheet(model: str, data: list[str], split: str, count: int, out: str) -
     photos = [(p, None) for p in samples()] + worst_fringe(default, data, split, count)
     columns = [("until now: photo colours", default, RemoveOptions(estimate_foreground=False)),
                ("now: colours re-estimated", default, RemoveOptions()),
-               ("+ edge stage", default, RemoveOptions(guided_edges=True)),
+               ("+ edge stage", default, RemoveOptions(edges="guided")),
                ("U²-Net (photo colours)", peer, RemoveOptions(estimate_foreground=False))]
     side = 2 * CROP
     header = Image.new("RGB", ((1 + 2 * len(columns)) * (side + 4), LABEL), (255, 255, 255))

@@ -88,10 +88,10 @@ class Remover:
         return seconds
 
     def predict_mask(self, image: cio.ImageSource, max_pixels: int | None = None,
-                     with_uncertainty: bool = False, guided_edges: bool = False):
+                     with_uncertainty: bool = False, edges: str = "auto"):
         """The model's raw alpha for ``image``: float32 HxW in [0, 1] at the (upright) image's
-        size, before any post-processing; with ``guided_edges``, its edge placed by the photo
-        (the ``guided_edges`` option, :func:`cleancut.preprocess.guided_alpha`).
+        size, before any post-processing, brought to the photo by the edge stage ``edges`` (the
+        ``edges`` option: :data:`cleancut.edges.EDGE_STAGES`).
 
         With ``with_uncertainty=True`` it returns ``(alpha, std)``: the test-time-augmented alpha
         (mean over flips and zooms, 12 model runs) and its per-pixel standard deviation (float32
@@ -99,13 +99,13 @@ class Remover:
         :mod:`cleancut.explain`."""
         img = cio.load_image(image, max_pixels=max_pixels or RemoveOptions().max_pixels)
         if not with_uncertainty:
-            return self._predict(img, guided_edges)
+            return self._predict(img, edges)
         from .explain import tta_uncertainty
 
         return tta_uncertainty(lambda rgb: self._predict(Image.fromarray(rgb)), cio.flatten(img))
 
-    def _predict(self, img: Image.Image, guided_edges: bool = False) -> np.ndarray:
-        return self.load().predict([cio.flatten(img)], guided_edges=guided_edges)[0]
+    def _predict(self, img: Image.Image, edges: str = "auto") -> np.ndarray:
+        return self.load().predict([cio.flatten(img)], edges=edges)[0]
 
     def remove(self, image: cio.ImageSource, options: RemoveOptions | None = None, **overrides: Any):
         """Remove the background of ``image``; the result has the kind of the input (see the
@@ -113,7 +113,7 @@ class Remover:
         opts = options_from_mapping(overrides, base=options) if overrides else (options or RemoveOptions())
         self._check_operator_options(opts)
         img = cio.load_image(image, max_pixels=opts.max_pixels)
-        out = process(img, self._predict(img, opts.guided_edges), opts)
+        out = process(img, self._predict(img, opts.edges), opts)
         return _like_input(image, out, opts)
 
     def _check_operator_options(self, opts: RemoveOptions) -> None:

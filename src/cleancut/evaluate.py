@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .datasets import Pair
+from .edges import EdgeRefiner, finish_edges, resolve_stage
 from .metrics import EDGE_METRIC_NAMES, REGION_METRIC_NAMES, SODMetrics, format_table
 from .models import ModelSpec
 from .preprocess import finish_alpha, to_input
@@ -59,11 +60,13 @@ def _batches(pairs: list[Pair], spec: ModelSpec, batch_size: int) -> Iterable[tu
 
 
 def evaluate(model: BatchModel, pairs: list[Pair], batch_size: int = 8, progress: bool = False,
-             guided_edges: bool = False) -> SODMetrics:
+             edges: str = "auto") -> SODMetrics:
     """Score ``model`` on ``pairs``: predictions are resized to each ground truth's resolution (and
     sharpened there by the spec's ``alpha_temperature``, as :meth:`runtime.Session.predict` does;
-    with ``guided_edges``, through the edge stage with the photo as guide)."""
+    through the edge stage ``edges``, :data:`cleancut.edges.EDGE_STAGES`, with the photo)."""
     metrics = SODMetrics()
+    stage = resolve_stage(edges, model.spec)
+    refiner = EdgeRefiner(model.spec.edge_refiner) if stage == "learned" else None
     photos = iter(pairs)
     batches = _batches(pairs, model.spec, batch_size)
     if progress:
@@ -75,8 +78,11 @@ def evaluate(model: BatchModel, pairs: list[Pair], batch_size: int = 8, progress
         probs = model.predict_batch(x)
         for prob, gt in zip(probs, gts):
             pair = next(photos)
-            guide = _photo(pair, (gt.shape[1], gt.shape[0])) if guided_edges else None
-            metrics.add(finish_alpha(prob, (gt.shape[1], gt.shape[0]), model.spec.alpha_temperature, guide), gt)
+            size = (gt.shape[1], gt.shape[0])
+            if stage == "network":  # no photo needed
+                metrics.add(finish_alpha(prob, size, model.spec.alpha_temperature), gt)
+            else:
+                metrics.add(finish_edges(prob, _photo(pair, size), model.spec, stage, refiner), gt)
     return metrics
 
 

@@ -34,6 +34,12 @@ from typing import Any, Mapping
 from .errors import ConfigError
 
 MODES = ("auto", "cutout", "mask", "color", "image", "blur")
+# how the network's alpha is brought to the photo (cleancut.edges): "network" (resized and
+# sharpened, preprocess.finish_alpha), "guided" (placed on the photo's edges by a guided filter,
+# preprocess.guided_alpha), "learned" (redrawn along the uncertain band by the model's refiner,
+# edges.EdgeRefiner); "auto": the model's learned stage where its spec turns it on by default
+# (edge_refiner.default), else "network"
+EDGE_STAGES = ("auto", "network", "guided", "learned")
 FORMATS = ("png", "webp", "jpeg")
 _ALIASES = {"format": {"jpg": "jpeg"}, "mode": {"colour": "color", "transparent": "cutout"}}
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -110,11 +116,12 @@ class RemoveOptions:
     feather: float = _option(
         0.0, "soften the mask edge with a Gaussian blur of this radius in pixels; 0 = off",
         "float", group="post-processing", minimum=0.0, maximum=1000.0)
-    guided_edges: bool = _option(
-        False, "place the mask's edge on the photo's own edges at the photo's resolution (a guided "
-        "filter fitted to the network's alpha, the photo as guide): a closer edge with less of the "
-        "old background, for 1.5-1.8x the time of the prediction (docs: Benchmarks, edges)", "bool",
-        group="post-processing")
+    edges: str = _option(
+        "auto", "how the network's mask is brought to the photo's size: network (resized, as the network "
+        "drew it), guided (placed on the photo's own edges by a guided filter: less of the old background, "
+        "1.3-1.5x the time of the prediction), learned (redrawn along the uncertain band by the model's "
+        "learned edge stage, from the photo's pixels); auto = the model's default (docs: Benchmarks, edges)",
+        "choice", group="post-processing", choices=EDGE_STAGES)
     # --- alpha matting ---
     alpha_matting: bool = _option(
         False, "refine the mask edge (hair, fur) with closed-form alpha matting (pymatting); "

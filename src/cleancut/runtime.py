@@ -6,6 +6,7 @@ back to each image's size, so memory stays bounded whatever the photo size.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -15,7 +16,8 @@ from PIL import Image
 
 from .errors import ConfigError, ModelError
 from .models import ModelSpec, get_model
-from .preprocess import finish_alpha, network_size, to_input
+from .edges import EdgeRefiner, finish_edges, resolve_stage
+from .preprocess import network_size, to_input
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -61,6 +63,7 @@ class Session:
                 f"({type(exc).__name__}: {exc}). Re-export the model.") from exc
         self._check_signature()
         self.batch_size = max(1, int(batch_size)) if self._batch_dim is None else self._batch_dim
+        self._threads, self._refiner, self._refiner_lock = threads, None, threading.Lock()
 
     def _check_signature(self) -> None:
         spec = self.spec
@@ -95,9 +98,11 @@ class Session:
                     f"(shape {shape}). The JSON spec does not belong to this ONNX file.")
         self._batch_dim = shape[0] if isinstance(shape[0], int) else None
 
-    def predict(self, images: Sequence[Image.Image], guided_edges: bool = False) -> list[np.ndarray]:
-        """Alpha masks (float32 HxW in [0, 1], each at its image's size) for RGB images; with
-        ``guided_edges``, each edge placed by its photo (:func:`cleancut.preprocess.guided_alpha`)."""
+    def predict(self, images: Sequence[Image.Image], edges: str = "auto") -> list[np.ndarray]:
+        """Alpha masks (float32 HxW in [0, 1], each at its image's size) for RGB images, brought
+        to each photo by the edge stage ``edges`` (:data:`cleancut.edges.EDGE_STAGES`)."""
+        stage = resolve_stage(edges, self.spec)
+        refiner = self.edge_refiner() if stage == "learned" else None
         results: list[np.ndarray | None] = [None] * len(images)
         by_size: dict[tuple[int, int], list[int]] = {}  # with aspect 'keep', photos differ in network size
         for i, image in enumerate(images):
@@ -107,9 +112,16 @@ class Session:
                 chunk = indices[start:start + self.batch_size]
                 out = self.run_batch(np.stack([to_input(images[i], self.spec) for i in chunk]))
                 for i, alpha in zip(chunk, out):
-                    results[i] = finish_alpha(alpha, images[i].size, self.spec.alpha_temperature,
-                                              guide=images[i] if guided_edges else None)
+                    results[i] = finish_edges(alpha, images[i], self.spec, stage, refiner)
         return results
+
+    def edge_refiner(self) -> EdgeRefiner:
+        """The model's learned edge stage, loaded on first use (a ConfigError when it has none)."""
+        with self._refiner_lock:
+            if self._refiner is None:
+                resolve_stage("learned", self.spec)
+                self._refiner = EdgeRefiner(self.spec.edge_refiner, threads=self._threads, providers=self.providers)
+            return self._refiner
 
     def run_batch(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities ``[N, H, W]`` for a preprocessed batch (see :func:`preprocess.to_input`)."""

@@ -67,9 +67,36 @@ def build_model_proto(input_size=(32, 32), channels: int = 3, gain: float = GAIN
     return model
 
 
+def write_tiny_refiner(path: str | Path, channel: int = 3, input_name: str = "x", output_name: str = "alpha",
+                       tile: int = 8, margin: int = 4, max_side: int = 64):
+    """Write a tiny learned edge stage (:mod:`cleancut.edges`) to ``path`` and return its
+    :class:`~cleancut.models.RefinerSpec`: it answers one channel of its input, 3 (the alpha it was
+    given: the network's alpha passes through) or 0 (the photo's red, scaled to [0, 1])."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from .models import RefinerSpec
+
+    path = Path(path)
+    consts = [helper.make_tensor(n, TensorProto.INT64, [1], [v])
+              for n, v in (("starts", channel), ("ends", channel + 1), ("axes", 1))]
+    graph = helper.make_graph(
+        [helper.make_node("Slice", [input_name, "starts", "ends", "axes"], [output_name])], "cleancut_tiny_refiner",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["n", 4, "h", "w"])],
+        [helper.make_tensor_value_info(output_name, TensorProto.FLOAT, ["n", 1, "h", "w"])], consts)
+    model = helper.make_model(graph, producer_name="cleancut-tests", opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return RefinerSpec(file=path.name, sha256=file_sha256(path), tile=tile, margin=margin, max_side=max_side,
+                       batch=5, folder=str(path.parent))
+
+
 def write_tiny_model(folder: str | Path, name: str = "tiny", input_size=(32, 32), channels: int = 3,
-                     gain: float = GAIN, batch: int | None = None, with_sha: bool = True) -> Path:
-    """Write ``<folder>/<name>.onnx`` plus its JSON spec (via ModelSpec.to_json); returns the .onnx path."""
+                     gain: float = GAIN, batch: int | None = None, with_sha: bool = True,
+                     edge_refiner: bool = True) -> Path:
+    """Write ``<folder>/<name>.onnx`` plus its JSON spec (via ModelSpec.to_json); returns the .onnx
+    path. With ``edge_refiner``, the spec names a tiny learned edge stage that passes the
+    network's alpha through (:func:`write_tiny_refiner`, ``<name>-edges.onnx``)."""
     import onnx
 
     folder = Path(folder)
@@ -82,7 +109,10 @@ def write_tiny_model(folder: str | Path, name: str = "tiny", input_size=(32, 32)
                      channels=channels, mean=mean, std=std,
                      sha256=file_sha256(onnx_path) if with_sha else None, licence="Apache-2.0",
                      description="brightness threshold; for tests only")
-    (folder / f"{name}.json").write_text(json.dumps(spec.to_json(), indent=2))
+    data = spec.to_json()
+    if edge_refiner:
+        data["edge_refiner"] = write_tiny_refiner(folder / f"{name}-edges.onnx").to_json()
+    (folder / f"{name}.json").write_text(json.dumps(data, indent=2))
     return onnx_path
 
 

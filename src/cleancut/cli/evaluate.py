@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..options import EDGE_STAGES
 
 DEFAULT_ROOTS = ("datasets", "../shared/data")
 
@@ -23,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="split(s) from the root's splits.csv (default: val); 'all' = every pair")
     p.add_argument("--stride", type=int, default=1,
                    help="score every k-th pair of each split (a strided subset; default: 1 = all)")
-    p.add_argument("--guided-edges", action="store_true",
-                   help="score the prediction through the edge stage (the guided_edges option of cleancut remove)")
+    p.add_argument("--edges", choices=EDGE_STAGES, default="auto",
+                   help="the edge stage the prediction goes through, as with cleancut remove --edges (default: "
+                        "auto, the model's default)")
     p.add_argument("--out", "-o", help="report folder for metrics.json and curves.png (default: <model>-eval)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads")
@@ -59,6 +61,7 @@ def load_model(name: str, threads: int | None = None, size: int | None = None):
 def run(args: argparse.Namespace) -> int:
     from .. import datasets
     from ..errors import ConfigError, DatasetError
+    from ..edges import resolve_stage
     from ..evaluate import evaluate, write_report
 
     if args.stride < 1:
@@ -73,13 +76,13 @@ def run(args: argparse.Namespace) -> int:
         if not pairs:
             raise DatasetError(f"split '{split}' has no pairs in {data} (check splits.csv, or use --split all)")
         pairs = pairs[::args.stride]
-        m = evaluate(model, pairs, batch_size=args.batch_size, progress=True, guided_edges=args.guided_edges)
+        m = evaluate(model, pairs, batch_size=args.batch_size, progress=True, edges=args.edges)
         label = f"{split} ({len(pairs)}" + (f", 1 in {args.stride})" if args.stride > 1 else ")")
         results[label] = m.results()
         curves[split] = m.curve_data()
     out = Path(args.out) if args.out else Path(f"{Path(args.model).stem}-eval")
     meta = {"model": args.model, "data": data, "splits": args.split, "stride": args.stride,
-            "guided_edges": args.guided_edges,
+            "edges": resolve_stage(args.edges, model.spec),
             "input_size": list(model.spec.input_size)}
     print(write_report(results, curves, out, meta))
     print(f"wrote {out / 'metrics.json'} and {out / 'curves.png'}")

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from .refiner import RefinerSpec
 
 BUNDLED_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL = "cleancut-default"
@@ -84,6 +85,13 @@ class ModelSpec:
     def fetch(self) -> dict[str, Any] | None:
         """Where a fetchable (not bundled) model's file comes from, or None."""
         return self.extra.get("fetch")
+
+    @property
+    def edge_refiner(self):
+        """The model's learned edge stage (a :class:`~cleancut.models.refiner.RefinerSpec`, from the spec's
+        ``edge_refiner`` entry), or None when it has none."""
+        entry = self.extra.get("edge_refiner")
+        return RefinerSpec.from_json(entry, self.folder) if entry else None
 
     @property
     def path(self) -> Path:
