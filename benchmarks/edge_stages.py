@@ -203,7 +203,7 @@ def speed(model: str, photos: list[str], megapixels: list[float], repeats: int, 
                     alpha = remover.predict_mask(photo, edges=flag)
                     runs.append(time.perf_counter() - started)
                 started = time.perf_counter()
-                estimate_foreground(rgb, alpha)
+                estimate_foreground(rgb, alpha, photo=photo)  # as the pipeline calls it
                 colours.append(time.perf_counter() - started)
         a, b, c = 1000 * np.median(plain), 1000 * np.median(guided), 1000 * np.median(colours)
         print(f"| {mp:g} MP ({photo.width}x{photo.height}) | {a:.1f} | {b:.1f} | {b / a:.2f} | {c:.1f} | "

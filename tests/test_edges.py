@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from cleancut.metrics import edge_figures
-from cleancut.preprocess import box_mean, finish_alpha, guided_alpha, guided_coefficients
+from cleancut.preprocess import box_mean, box_scratch_size, box_sum, finish_alpha, guided_alpha, guided_coefficients
 
 
 def _brute_box_mean(x: np.ndarray, r: int) -> np.ndarray:
@@ -25,6 +25,24 @@ def _brute_box_mean(x: np.ndarray, r: int) -> np.ndarray:
 def test_box_mean_is_the_window_mean_cut_at_the_borders(shape, radius):
     x = np.random.default_rng(radius).random(shape).astype(np.float32)
     np.testing.assert_allclose(box_mean(x, radius), _brute_box_mean(x, radius), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(3, 20, 12), (7, 9, 30), (2, 1, 5)])
+@pytest.mark.parametrize("radius", [1, 4, 5, 12])
+def test_box_sum_on_planes_in_place_is_the_window_sum(shape, radius):
+    """Planes CxHxW, summed in place with a scratch array reused across calls (the shifted sums up
+    to radius 4, the running sums beyond)."""
+    x = np.random.default_rng(radius).random(shape).astype(np.float32)
+    h, w = shape[1:]
+    rows = np.minimum(np.arange(h) + radius, h - 1) - np.maximum(np.arange(h) - radius, 0) + 1
+    cols = np.minimum(np.arange(w) + radius, w - 1) - np.maximum(np.arange(w) - radius, 0) + 1
+    expected = np.stack([_brute_box_mean(plane, radius) for plane in x]) * np.outer(rows, cols)  # mean x pixels
+    scratch = np.full(box_scratch_size(shape), np.nan, np.float32)  # garbage in the scratch is overwritten
+    for _ in range(2):
+        y = x.copy()
+        assert box_sum(y, radius, out=y, scratch=scratch) is y
+        np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(box_sum(x, radius), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_guided_coefficients_reproduce_a_linear_function_of_the_colour():

@@ -225,6 +225,61 @@ def test_estimate_foreground_removes_the_background_fringe():
     assert bounded[20, 9, 1] > 180 and np.array_equal(bounded[0, 0], photo[0, 0])
 
 
+def _reference_foreground(rgb: np.ndarray, alpha: np.ndarray, max_side: int = refine.FOREGROUND_SIDE) -> np.ndarray:
+    """Blur-fusion written out plainly over the whole photo: the means at ``max_side`` from
+    :func:`box_mean` (tested against the window mean), resized to the photo in float."""
+    from cleancut.preprocess import box_mean
+
+    h, w = alpha.shape
+    size = refine._working_size((w, h), max_side)
+    image = np.asarray(Image.fromarray(rgb).resize(size, Image.BOX), np.float32) / 255
+    a = np.clip(np.asarray(Image.fromarray(alpha, "F").resize(size, Image.BILINEAR)), 0, 1)[:, :, None]
+    fg = bg = image
+    for radius in [max(1, round(r * max(size) / max(w, h))) for r in refine.FOREGROUND_RADII]:
+        blurred = box_mean(a, radius)
+        fg_mean = box_mean(fg * a, radius) / (blurred + 1e-5)
+        bg_mean = box_mean(bg * (1 - a), radius) / (1 - blurred + 1e-5)
+        fg, bg = np.clip(fg_mean + a * (image - a * fg_mean - (1 - a) * bg_mean), 0, 1), bg_mean
+
+    def at_photo(mean):
+        planes = (Image.fromarray(np.ascontiguousarray(mean[:, :, c]), "F") for c in range(3))
+        return np.stack([np.asarray(plane.resize((w, h), Image.BILINEAR)) for plane in planes], -1)
+
+    f, b = at_photo(fg_mean), at_photo(bg_mean)
+    levels = np.rint(np.clip(alpha, 0, 1) * 255)
+    soft = (levels > 0) & (levels < 255)
+    k = (levels / 255)[:, :, None]
+    estimate = f + k * (rgb / 255 - k * f - (1 - k) * b)
+    out = rgb.copy()
+    out[soft] = np.clip(np.rint(estimate * 255), 0, 255)[soft]
+    return out
+
+
+@pytest.mark.parametrize("photo_size", [(900, 600), (300, 200)])
+def test_estimate_foreground_matches_blur_fusion_over_the_whole_photo(photo_size):
+    """The estimate works out its means only around the soft band (here an object off-centre, in
+    a quarter of the photo) and reads them at the band's pixels: within 2 levels of blur-fusion over
+    the whole photo, the photo kept outside the band, the same whether the photo also comes as an
+    image. (300x200: smaller than the working size, the means at the photo's own size.)"""
+    w, h = photo_size
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    background = np.stack([x / w * 200 + 30, y / h * 150 + 50, np.full_like(x, 90)], -1)
+    subject = np.stack([np.full_like(x, 230), 180 + 40 * np.sin(x / 9), np.full_like(x, 40)], -1)
+    distance = np.hypot((x - 0.72 * w) / (0.14 * w), (y - 0.3 * h) / (0.16 * h)) - 1
+    alpha = (1 / (1 + np.exp(np.minimum(distance * w / 6, 80)))).astype(np.float32)  # a soft edge a few pixels wide
+    a = alpha[:, :, None]
+    photo = np.clip(a * subject + (1 - a) * background + rng.normal(0, 3, background.shape), 0, 255).astype(np.uint8)
+    expected = _reference_foreground(photo, alpha)
+    got = refine.estimate_foreground(photo, alpha)
+    soft = (np.rint(alpha * 255) > 0) & (np.rint(alpha * 255) < 255)
+    assert soft.sum() > 500 and soft[:, : w // 2].sum() == 0  # the band is off-centre
+    difference = np.abs(got.astype(int) - expected.astype(int))
+    assert difference.max() <= 2 and difference[soft].mean() < 0.5
+    assert np.array_equal(got[~soft], photo[~soft])
+    assert np.array_equal(refine.estimate_foreground(photo, alpha, photo=Image.fromarray(photo)), got)
+
+
 @pytest.mark.parametrize("width", [2, 6, 10])
 def test_no_background_colour_is_left_on_a_two_colour_edge(width):
     """A red subject on a green background with a soft edge ``width`` pixels wide, the photo made

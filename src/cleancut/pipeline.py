@@ -43,7 +43,7 @@ def process(image: "Image.Image", alpha: "np.ndarray", options: RemoveOptions | 
     mode = options.resolved_mode
     foreground = np.asarray(rgb)
     if options.foreground_estimation and mode != "mask":
-        foreground = refine.estimate_foreground(foreground, alpha)
+        foreground = refine.estimate_foreground(foreground, alpha, photo=rgb)
     out = compose.compose(foreground, alpha, options, original=rgb)
     if options.crop:
         out = compose.crop_to_subject(out, alpha, options.crop_margin)

@@ -160,13 +160,74 @@ def resize_alpha(alpha: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def box_mean(x: np.ndarray, radius: int) -> np.ndarray:
     """Mean over the ``(2 radius + 1)²`` window around each pixel of ``x`` (``HxW`` or ``HxWxC``,
-    float32), the window cut at the borders (divided by the pixels it holds): running sums along
-    each axis, O(1) a pixel whatever the radius."""
+    float32), the window cut at the borders (divided by the pixels it holds): :func:`box_sum`."""
     x = np.asarray(x, np.float32)
-    out = _box_sum(_box_sum(x, radius, 0), radius, 1)
-    h, w = x.shape[:2]
-    count = np.outer(_window_counts(h, radius), _window_counts(w, radius)).astype(np.float32)
-    return out / (count[:, :, None] if x.ndim == 3 else count)
+    planar = np.array(x if x.ndim == 2 else np.moveaxis(x, -1, 0), np.float32, order="C")
+    box_sum(planar, radius, out=planar)
+    planar /= window_counts(x.shape[:2], radius)
+    return planar if x.ndim == 2 else np.ascontiguousarray(np.moveaxis(planar, 0, -1))
+
+
+def box_sum(x: np.ndarray, radius: int, out: np.ndarray | None = None,
+            scratch: np.ndarray | None = None) -> np.ndarray:
+    """Sums over the ``(2 radius + 1)²`` window around each pixel of ``x``, the window cut at the
+    borders, over its last two axes: ``HxW``, or planes ``CxHxW`` (channels first: numpy is slow on
+    a last axis of 3). Down the rows, then across the columns. Up to ``_DIRECT_RADIUS`` the
+    shifted rows and columns are added; beyond it running sums are taken down the rows, and across
+    the columns on a transposed copy (:func:`_box_sum_rows`): O(1) a pixel whatever the radius.
+
+    ``out`` (C-contiguous float32 of ``x``'s shape, ``x`` itself allowed) receives the sums;
+    ``scratch`` (float32, at least :func:`box_scratch_size` long) is the working memory. Passing
+    both to repeated calls saves allocating fresh memory each time, which costs more than the
+    sums where the system maps it in page by page."""
+    x = np.asarray(x, np.float32)
+    if out is None:
+        out = np.array(x, np.float32, order="C")
+    elif out is not x:
+        np.copyto(out, x)
+    if scratch is None:
+        scratch = np.empty(box_scratch_size(out.shape, radius), np.float32)
+    *lead, h, w = out.shape
+    r = radius
+    if r <= _DIRECT_RADIUS:
+        shifted = scratch[:out.size].reshape(out.shape)
+        for axis in (-2, -1):
+            n = out.shape[axis]
+            np.copyto(shifted, out)
+            for k in range(1, min(r, n - 1) + 1):
+                if axis == -2:
+                    out[..., k:, :] += shifted[..., :-k, :]
+                    out[..., :-k, :] += shifted[..., k:, :]
+                else:
+                    out[..., k:] += shifted[..., :-k]
+                    out[..., :-k] += shifted[..., k:]
+        return out
+    planes = int(np.prod(lead, dtype=np.int64))
+    sums = scratch[:planes * (h * w + max(h, w))]  # the running sums, either way
+    across = scratch[sums.size:sums.size + planes * h * w].reshape(tuple(lead) + (w, h))
+    _box_sum_rows(out, r, sums)
+    np.copyto(across, np.swapaxes(out, -1, -2))
+    _box_sum_rows(across, r, sums)
+    np.copyto(out, np.swapaxes(across, -1, -2))
+    return out
+
+
+def box_scratch_size(shape: tuple[int, ...], radius: int | None = None) -> int:
+    """The float32 working memory :func:`box_sum` needs for an array of ``shape`` (at ``radius``;
+    at any radius without it)."""
+    *lead, h, w = shape
+    planes = int(np.prod(lead, dtype=np.int64))
+    if radius is not None and radius <= _DIRECT_RADIUS:
+        return planes * h * w
+    return planes * (2 * h * w + max(h, w))
+
+
+def window_counts(shape: tuple[int, int], radius: int) -> np.ndarray:
+    """float32 ``HxW``: the pixels of each pixel's window that :func:`box_sum` adds."""
+    return np.outer(_window_counts(shape[0], radius), _window_counts(shape[1], radius)).astype(np.float32)
+
+
+_DIRECT_RADIUS = 4  # up to this radius the shifted rows and columns are added (faster than running sums)
 
 
 def _window_counts(n: int, radius: int) -> np.ndarray:
@@ -174,62 +235,88 @@ def _window_counts(n: int, radius: int) -> np.ndarray:
     return np.minimum(i + radius, n - 1) - np.maximum(i - radius, 0) + 1
 
 
-def _box_sum(x: np.ndarray, radius: int, axis: int) -> np.ndarray:
-    """Sums over ``[i - radius, i + radius]`` along ``axis``, cut at the ends: differences of the
-    running sum (with a leading zero)."""
-    n = x.shape[axis]
-
-    def at(i: int, j: int) -> tuple:  # the slice i:j along ``axis``
-        key = [slice(None)] * x.ndim
-        key[axis] = slice(i, j)
-        return tuple(key)
-
-    shape = list(x.shape)
-    shape[axis] = n + 1
-    c = np.empty(shape, np.float32)
-    c[at(0, 1)] = 0
-    np.cumsum(x, axis=axis, out=c[at(1, n + 1)])
+def _box_sum_rows(x: np.ndarray, radius: int, scratch: np.ndarray) -> None:
+    """Replace each row of a C-contiguous ``x`` (``... x n x W``, rows along the second last axis)
+    by the sum of rows ``[i - radius, i + radius]``, cut at the ends: differences of the running
+    sum (with a leading zero), kept in ``scratch``. The loop is over rows, each a contiguous vector
+    (numpy's ``cumsum`` along a leading axis walks each column on its own, an order of magnitude
+    slower)."""
+    *lead, n, w = x.shape
     r = radius
+    c = scratch[:x.size + x.size // n].reshape(tuple(lead) + (n + 1, w))
+    c[..., 0, :] = 0
+    for i in range(n):
+        np.add(c[..., i, :], x[..., i, :], out=c[..., i + 1, :])
     if n <= 2 * r + 1:  # every window is cut: index each end
         i = np.arange(n)
-        return np.take(c, np.minimum(i + r, n - 1) + 1, axis=axis) - np.take(c, np.maximum(i - r, 0), axis=axis)
-    out = np.empty(x.shape, np.float32)
-    out[at(0, r)] = c[at(r + 1, 2 * r + 1)]  # windows cut at the start
-    np.subtract(c[at(2 * r + 1, n + 1)], c[at(0, n - 2 * r)], out=out[at(r, n - r)])
-    np.subtract(c[at(n, n + 1)], c[at(n - 2 * r, n - r)], out=out[at(n - r, n)])  # cut at the end
-    return out
+        np.subtract(np.take(c, np.minimum(i + r, n - 1) + 1, axis=-2), np.take(c, np.maximum(i - r, 0), axis=-2), out=x)
+        return
+    x[..., :r, :] = c[..., r + 1:2 * r + 1, :]  # windows cut at the start
+    np.subtract(c[..., 2 * r + 1:, :], c[..., :n - 2 * r, :], out=x[..., r:n - r, :])
+    np.subtract(c[..., n:, :], c[..., n - 2 * r:n - r, :], out=x[..., n - r:, :])  # cut at the end
 
 
 def guided_coefficients(guide: np.ndarray, p: np.ndarray, radius: int, eps: float) -> tuple[np.ndarray, np.ndarray]:
     """The guided filter's (He et al., 2010/2013) window-averaged linear coefficients ``a`` (``HxWx3``)
     and ``b`` (``HxW``) of ``p`` (``HxW``) on a colour ``guide`` (``HxWx3`` in [0, 1]): the output is
     ``(a * guide).sum(-1) + b``. Each window fits ``p ~ a . I + b`` by ridge regression (``eps``), so
-    where the photo has an edge the output takes ``p``'s step there."""
-    if guide.ndim == 2:  # a grey guide: one coefficient
-        mean_i, mean_p = box_mean(guide, radius), box_mean(p, radius)
-        var_i = box_mean(guide * guide, radius) - mean_i * mean_i
-        a = (box_mean(guide * p, radius) - mean_i * mean_p) / (var_i + eps)
-        b = mean_p - a * mean_i
-        return box_mean(a, radius), box_mean(b, radius)
-    mean_i = box_mean(guide, radius)
-    mean_p = box_mean(p, radius)
-    cov_ip = box_mean(guide * p[:, :, None], radius) - mean_i * mean_p[:, :, None]
-    # the 3x3 covariance of the colour in each window, plus eps on the diagonal
-    pairs = [(0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)]
-    prod = np.stack([guide[:, :, i] * guide[:, :, j] for i, j in pairs], -1)
-    m = box_mean(prod, radius)
-    s = {ij: m[:, :, k] - mean_i[:, :, ij[0]] * mean_i[:, :, ij[1]] for k, ij in enumerate(pairs)}
-    rr, rg, rb, gg, gb, bb = (s[(0, 0)] + eps, s[(0, 1)], s[(0, 2)], s[(1, 1)] + eps, s[(1, 2)], s[(2, 2)] + eps)
-    # the inverse by cofactors (symmetric)
-    i_rr, i_rg, i_rb = gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb
-    i_gg, i_gb, i_bb = rr * bb - rb * rb, rb * rg - rr * gb, rr * gg - rg * rg
-    det = rr * i_rr + rg * i_rg + rb * i_rb
-    c0, c1, c2 = cov_ip[:, :, 0], cov_ip[:, :, 1], cov_ip[:, :, 2]
-    a = np.stack([i_rr * c0 + i_rg * c1 + i_rb * c2,
-                  i_rg * c0 + i_gg * c1 + i_gb * c2,
-                  i_rb * c0 + i_gb * c1 + i_bb * c2], -1) / det[:, :, None]
-    b = mean_p - (a * mean_i).sum(-1)
-    return box_mean(a, radius), box_mean(b, radius)
+    where the photo has an edge the output takes ``p``'s step there. A grey ``guide`` (``HxW``) has
+    one coefficient, ``a`` ``HxW``. (:func:`guided_maps` on planes.)"""
+    guide = np.asarray(guide, np.float32)
+    planes = guide[None] if guide.ndim == 2 else np.moveaxis(guide, -1, 0)
+    maps = guided_maps(planes, p, radius, eps)
+    return (maps[0] if guide.ndim == 2 else np.moveaxis(maps[:-1], 0, -1)), maps[-1]
+
+
+def guided_maps(guide: np.ndarray, p: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """:func:`guided_coefficients` on a guide given as planes ``CxHxW`` (C = 1 or 3, in [0, 1]):
+    float32 ``(C + 1)xHxW``, the window-averaged ``a`` of each channel, then ``b``. Two box filters,
+    each over all its planes at once: the guide, ``p``, their products and (colour) the products
+    of the channels; then the fitted ``a`` and ``b``."""
+    guide = np.asarray(guide, np.float32)
+    p = np.asarray(p, np.float32)
+    c, h, w = guide.shape
+    pairs = [(i, j) for i in range(c) for j in range(i, c)]  # the covariance's entries
+    stack = np.empty((2 * c + 1 + len(pairs), h, w), np.float32)
+    stack[:c] = guide
+    stack[c] = p
+    np.multiply(guide, p, out=stack[c + 1:2 * c + 1])
+    for k, (i, j) in enumerate(pairs):
+        np.multiply(guide[i], guide[j], out=stack[2 * c + 1 + k])
+    scratch = np.empty(box_scratch_size(stack.shape, radius), np.float32)
+    box_sum(stack, radius, out=stack, scratch=scratch)
+    stack *= 1 / window_counts((h, w), radius)
+    mean_i, mean_p = stack[:c], stack[c]
+    cov = stack[c + 1:2 * c + 1]
+    cov -= mean_i * mean_p  # cov(I_c, p) in each window
+    var = {}
+    for k, (i, j) in enumerate(pairs):  # the channels' covariance, eps on its diagonal
+        plane = stack[2 * c + 1 + k]
+        plane -= mean_i[i] * mean_i[j]
+        if i == j:
+            plane += np.float32(eps)
+        var[i, j] = var[j, i] = plane
+    maps = np.empty((c + 1, h, w), np.float32)
+    if c == 1:
+        np.divide(cov[0], var[0, 0], out=maps[0])
+    else:  # the 3x3 inverse by cofactors (symmetric), times cov
+        rr, rg, rb, gg, gb, bb = var[0, 0], var[0, 1], var[0, 2], var[1, 1], var[1, 2], var[2, 2]
+        i_rr, i_rg, i_rb = gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb
+        i_gg, i_gb, i_bb = rr * bb - rb * rb, rb * rg - rr * gb, rr * gg - rg * rg
+        det = rr * i_rr + rg * i_rg + rb * i_rb
+        c0, c1, c2 = cov
+        for k, (x, y, z) in enumerate(((i_rr, i_rg, i_rb), (i_rg, i_gg, i_gb), (i_rb, i_gb, i_bb))):
+            row = np.multiply(x, c0, out=maps[k])
+            row += y * c1
+            row += z * c2
+            row /= det
+    np.multiply(maps[0], mean_i[0], out=maps[c])
+    for k in range(1, c):
+        maps[c] += maps[k] * mean_i[k]
+    np.subtract(mean_p, maps[c], out=maps[c])  # b = mean_p - a . mean_i
+    box_sum(maps, radius, out=maps, scratch=scratch)
+    maps *= 1 / window_counts((h, w), radius)
+    return maps
 
 
 #: the edge stage's guided filter: window radius (in pixels of its working size), regularisation
@@ -273,12 +360,16 @@ def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0
         rgb = guide if guide.mode == "L" else guide.convert("L")
     else:
         rgb = guide if guide.mode in ("RGB", "L") else guide.convert("RGB")
-    small = np.asarray(rgb.resize(work, Image.BOX) if work != size else rgb, np.float32) / np.float32(255)
+    small = np.asarray(rgb.resize(work, Image.BOX) if work != size else rgb)
+    small = (small[None] if small.ndim == 2 else np.moveaxis(small, -1, 0)).astype(np.float32) * np.float32(1 / 255)
     p = np.asarray(alpha, np.float32)
     if work != (w, h):
         p = np.asarray(Image.fromarray(p, mode="F").resize(work, Image.BOX))
-    a, b = guided_coefficients(small, np.clip(p, 0.0, 1.0), radius, eps)
-    fitted = np.clip((np.einsum("hwc,hwc->hw", a, small) if a.ndim == 3 else a * small) + b, 0.0, 1.0)
+    maps = guided_maps(small, np.clip(p, 0.0, 1.0), radius, eps)  # a per channel, then b
+    fitted = maps[-1].copy()
+    for a, channel in zip(maps[:-1], small):
+        fitted += a * channel
+    np.clip(fitted, 0.0, 1.0, out=fitted)
     out = finish_alpha(alpha, size, temperature)
     if work == size:
         return np.minimum(_sharpened(fitted, temperature), out)
@@ -287,19 +378,27 @@ def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0
     if not band.any():
         return out
     band = _grow(band)
-    maps = np.concatenate([a.transpose(2, 0, 1) if a.ndim == 3 else a[None], b[None]])  # a per channel, b
+    maps[:-1] *= np.float32(1 / 255)  # applied to the photo's 8-bit levels
+    # the maps at the photo's pixels: Pillow's bilinear resize of each over a tile's box, the same
+    # taps as a resize of the whole map (pixel centres aligned, edges clamped)
+    images = [Image.fromarray(m, mode="F") for m in maps]
+    table = None if temperature == 1.0 else _sharpen_table(float(temperature))
     sx, sy = size[0] / work[0], size[1] / work[1]
     for x0, y0, x1, y1 in _band_tiles(band):
         left, top = int(x0 * sx), int(y0 * sy)
         right, bottom = min(size[0], int(np.ceil(x1 * sx))), min(size[1], int(np.ceil(y1 * sy)))
-        (r0, r1), fy = _bilinear_taps(top, bottom, sy, work[1])
-        (c0, c1), fx = _bilinear_taps(left, right, sx, work[0])
-        rows = maps[:, r0] + (maps[:, r1] - maps[:, r0]) * fy[None, :, None]  # maps x tile rows x work columns
-        *gains, q = rows[:, :, c0] + (rows[:, :, c1] - rows[:, :, c0]) * fx  # the maps at the tile's pixels
-        crop = np.asarray(rgb.crop((left, top, right, bottom))).reshape(bottom - top, right - left, -1)
-        q += sum(g * crop[:, :, c] for c, g in enumerate(gains)) * np.float32(1 / 255)
+        tile, box = (right - left, bottom - top), (left / sx, top / sy, right / sx, bottom / sy)
+        *gains, q = (np.asarray(m.resize(tile, Image.BILINEAR, box=box)) for m in images)
+        crop = np.asarray(rgb.crop((left, top, right, bottom)))
+        q = q + gains[0] * (crop if crop.ndim == 2 else crop[:, :, 0])
+        for c in range(1, len(gains)):
+            q += gains[c] * crop[:, :, c]
         plain = out[top:bottom, left:right]
-        np.minimum(_sharpened(np.clip(q, 0.0, 1.0, out=q), temperature), plain, out=plain)
+        np.clip(q, 0.0, 1.0, out=q)
+        if table is not None:  # as _sharpened: the table's level at or below q
+            q *= np.float32(_SHARPEN_LEVELS - 1)
+            q = table[q.astype(np.uint16)]
+        np.minimum(q, plain, out=plain)
     return out
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageFilter
 
 from ._deps import require
-from .preprocess import box_mean, resize_alpha
+from .preprocess import _bilinear_taps, box_scratch_size, box_sum, resize_alpha, window_counts
 
 if TYPE_CHECKING:  # pragma: no cover
     from .options import RemoveOptions
@@ -251,60 +251,162 @@ FOREGROUND_RADII = (90, 6)
 #: the long side the blurred colours are worked out at (the estimate itself is made at full size);
 #: on 1 MP samples within 1-3 levels on average of working them out at full size, as 512 is
 FOREGROUND_SIDE = 384
+_STRIP_PIXELS = 1 << 18  # the photo's rows are scanned in strips of about this many pixels
 
 
-def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, max_side: int = FOREGROUND_SIDE) -> np.ndarray:
+def estimate_foreground(rgb: np.ndarray, alpha: np.ndarray, max_side: int = FOREGROUND_SIDE,
+                        photo: Image.Image | None = None) -> np.ndarray:
     """Subject colours without the background mixed into the soft edge: Forte & Pitié's
     blur-fusion ("Approximate Fast Foreground Colour Estimation", ICIP 2021), numpy and Pillow
-    only. ``rgb`` uint8 HxWx3, ``alpha`` float HxW in [0, 1] -> uint8 HxWx3.
+    only. ``rgb`` uint8 HxWx3, ``alpha`` float HxW in [0, 1] -> uint8 HxWx3 (a new array, or
+    ``rgb`` itself where alpha has no soft band). ``photo``: the same photo as an RGB PIL image,
+    where the caller has one (it saves a copy of the photo).
 
     Where ``0 < alpha < 1`` the photo is ``alpha F + (1 - alpha) B``. Two passes estimate the
     local foreground and background colours as alpha-weighted box means (radius 90, then 6
     pixels), ``F^ = blur(F alpha) / blur(alpha)`` and ``B^`` alike,
     and take ``F = F^ + alpha (I - alpha F^ - (1 - alpha) B^)``: the part of the photo that the
     two means do not explain goes to the foreground in proportion to its alpha. The blurred
-    colours are worked out at most at ``max_side`` (they are smooth) and resized; the estimate
-    itself uses the photo's own pixels and alpha. Outside the soft band the photo is kept."""
-    a8 = np.rint(np.clip(alpha, 0.0, 1.0) * 255).astype(np.uint8)
-    band = (a8 > 0) & (a8 < 255)
-    if not band.any():
+    colours are worked out at most at ``max_side`` (they are smooth), only over the soft band's
+    bounding box and the two radii around it, and read at the band's pixels bilinearly (as a
+    resize to the photo's size would, in float); the estimate itself uses the photo's own pixels
+    and alpha (in 8 bits). Outside the soft band (``alpha`` 0 or 1 in 8 bits) the photo is kept,
+    and only the rows that hold the band are visited at the photo's size."""
+    alpha = np.ascontiguousarray(alpha, np.float32)
+    h, w = alpha.shape
+    levels, rows, cols = _alpha_levels(alpha)
+    if rows.size == 0:
         return rgb
-    h, w = a8.shape
     size = _working_size((w, h), max_side)
-    small_rgb = rgb if size == (w, h) else np.asarray(Image.fromarray(rgb).resize(size, Image.BOX))
-    small_alpha = resize_alpha(alpha, size) if size != (w, h) else np.asarray(alpha, np.float32)
-    scale = max(size) / max(w, h)  # the radii are in the photo's pixels
-    fg_mean, bg_mean = _blur_fusion_means(small_rgb.astype(np.float32) * np.float32(1 / 255), small_alpha,
-                                          [max(1, round(r * scale)) for r in FOREGROUND_RADII])
-    index = np.flatnonzero(band)  # the soft band's pixels: all the rest is kept as it is
-    if size != (w, h):  # the means at the photo's size (8-bit: one Pillow resize each), at the band
-        f, b = (_resize_colour(c, (w, h)).reshape(-1, 3)[index] * np.float32(1 / 255) for c in (fg_mean, bg_mean))
+    sx, sy = w / size[0], h / size[1]  # photo pixels per working pixel
+    (ry0, ry1), fy = _bilinear_taps(0, h, sy, size[1])  # each photo row's two working rows, weight
+    (cx0, cx1), fx = _bilinear_taps(0, w, sx, size[0])
+    # the working region: what the band's pixels read, and the two radii around it (the means
+    # there are then the same as over the whole photo)
+    radii = [max(1, round(r * max(size) / max(w, h))) for r in FOREGROUND_RADII]  # in working pixels
+    margin = sum(radii)
+    top, bottom = max(0, int(ry0[rows[0]]) - margin), min(size[1], int(ry1[rows[-1]]) + 1 + margin)
+    left, right = max(0, int(cx0[cols[0]]) - margin), min(size[0], int(cx1[cols[-1]]) + 1 + margin)
+    region = (left, top, right, bottom)
+    # the photo's colours: the whole photo box-filtered, then the region (resized as a region, a
+    # box filter's taps on a window's very edge could fall the other side by rounding)
+    if size == (w, h):
+        small_rgb = np.asarray(rgb)[top:bottom, left:right]
     else:
-        f, b = fg_mean.reshape(-1, 3)[index], bg_mean.reshape(-1, 3)[index]
-    a = (a8.reshape(-1)[index].astype(np.float32) * np.float32(1 / 255))[:, None]
-    photo = rgb.reshape(-1, 3)[index].astype(np.float32) * np.float32(1 / 255)
-    estimate = f + a * (photo - a * f - (1 - a) * b)
-    out = rgb.copy()
-    out.reshape(-1, 3)[index] = np.clip(np.rint(estimate * 255), 0, 255).astype(np.uint8)
+        photo = Image.fromarray(np.asarray(rgb, np.uint8)) if photo is None else photo
+        small_rgb = np.asarray(photo.resize(size, Image.BOX))[top:bottom, left:right]
+    small_alpha = _resized_region(alpha, size, region)
+    image = np.moveaxis(small_rgb, -1, 0).astype(np.float32) * np.float32(1 / 255)  # planes 3xhxw
+    means = _blur_fusion_means(image, small_alpha, radii)
+    ry0, ry1, cx0, cx1 = ry0 - top, ry1 - top, cx0 - left, cx1 - left
+    cx_step = cx1 - cx0  # 0 or 1: a column's second working column, after its first
+    out = np.array(rgb, np.uint8)
+    sw = right - left
+    step = max(1, _STRIP_PIXELS // w)
+    last = int(rows[-1]) + 1  # the rows below the band's last one may read below the region
+    for y0 in range(int(rows[0]), last, step):
+        y1 = min(last, y0 + step)
+        part = levels[y0:y1]
+        at = np.flatnonzero(_soft(part))  # the band's pixels in these rows, flat
+        if at.size == 0:
+            continue
+        yy, xx = np.divmod(at, w)
+        # the means at these rows (bilinear between working rows), then at the band's pixels
+        strip = means[:, ry0[y0:y1]]
+        strip += (means[:, ry1[y0:y1]] - strip) * fy[None, y0:y1, None]
+        strip = strip.reshape(6, -1)
+        first = yy * sw + cx0[xx]  # each pixel's two working columns in the strip, flat
+        m = strip.take(first, axis=1)
+        m += (strip.take(first + cx_step[xx], axis=1) - m) * fx[xx]
+        fg, bg = m[:3], m[3:]  # 3xN each
+        a = part.reshape(-1).take(at) * np.float32(1 / 255)
+        colour = out[y0:y1].reshape(-1, 3)
+        pixels = colour.take(at, axis=0).T * np.float32(1 / 255)
+        estimate = fg + a * (pixels - a * fg - (1 - a) * bg)
+        colour[at] = np.clip(np.rint(estimate * 255), 0, 255).astype(np.uint8).T
     return out
 
 
-def _blur_fusion_means(image: np.ndarray, alpha: np.ndarray, radii: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """The local foreground and background colours of the last of blur-fusion's passes (float
-    HxWx3 in [0, 1]): each pass blurs the previous pass's estimate (the photo to begin with)."""
-    a = np.clip(alpha, 0.0, 1.0).astype(np.float32)[:, :, None]
-    fg = bg = image
-    fg_mean = bg_mean = image
-    for radius in radii:
-        blurred_alpha = box_mean(a, radius)
-        fg_mean = box_mean(fg * a, radius) / (blurred_alpha + 1e-5)
-        bg_mean = box_mean(bg * (1 - a), radius) / (1 - blurred_alpha + 1e-5)
-        fg = np.clip(fg_mean + a * (image - a * fg_mean - (1 - a) * bg_mean), 0.0, 1.0)
-        bg = bg_mean
-    return fg_mean, bg_mean
+def _alpha_levels(alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``alpha`` in 8 bits (uint8 HxW, ``rint(clip(alpha, 0, 1) * 255)``), made in strips of rows
+    (no full-size float temporaries), and the indices of the rows and of the columns that hold its
+    soft band (levels 1-254)."""
+    h, w = alpha.shape
+    levels = np.empty((h, w), np.uint8)
+    row_any = np.zeros(h, bool)
+    col_any = np.zeros(w, bool)
+    step = max(1, _STRIP_PIXELS // w)
+    for y0 in range(0, h, step):
+        scaled = np.clip(alpha[y0:y0 + step], 0.0, 1.0)
+        scaled *= np.float32(255)
+        part = levels[y0:y0 + step]
+        np.copyto(part, np.rint(scaled, out=scaled), casting="unsafe")
+        soft = _soft(part)
+        rows = soft.any(axis=1)
+        row_any[y0:y0 + step] = rows
+        if rows.any():
+            col_any |= soft.any(axis=0)
+    return levels, np.flatnonzero(row_any), np.flatnonzero(col_any)
 
 
-def _resize_colour(colour: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """float HxWx3 colour in [0, 1] as uint8 at ``size`` (bilinear: one Pillow resize)."""
-    levels = Image.fromarray(np.rint(np.clip(colour, 0.0, 1.0) * 255).astype(np.uint8), "RGB")
-    return np.asarray(levels.resize(size, Image.BILINEAR))
+def _soft(levels: np.ndarray) -> np.ndarray:
+    """Where 8-bit alpha ``levels`` are neither 0 nor 255 (uint8 arithmetic wraps 0 to 255)."""
+    return (levels - np.uint8(1)) < np.uint8(254)
+
+
+def _resized_region(alpha: np.ndarray, size: tuple[int, int], region: tuple[int, int, int, int]) -> np.ndarray:
+    """Pixels ``region = (left, top, right, bottom)`` of float32 ``alpha`` resized bilinearly to
+    ``size`` (as :func:`resize_alpha`), the same as those of the whole resize within float
+    rounding (a bilinear tap's weight is 0 at its window's edge): only the rows of ``alpha`` that
+    the filter reads there (1 px of ``size`` beyond) are copied and resampled. (Float, not 8 or 16
+    bits: where a band pixel's surroundings are almost all background, the foreground's mean is
+    made of alphas below 1 / 65535.)"""
+    h, w = alpha.shape
+    left, top, right, bottom = region
+    if (w, h) == tuple(size):
+        return np.clip(alpha[top:bottom, left:right], 0.0, 1.0)
+    sx, sy = w / size[0], h / size[1]
+    first, last = max(0, int(top * sy - sy) - 2), min(h, int(np.ceil(bottom * sy + sy)) + 2)
+    rows = Image.fromarray(np.ascontiguousarray(alpha[first:last]), "F")
+    part = rows.resize((right - left, bottom - top), Image.BILINEAR,
+                       box=(left * sx, top * sy - first, right * sx, bottom * sy - first))
+    return np.clip(np.asarray(part), 0.0, 1.0)
+
+
+def _blur_fusion_means(image: np.ndarray, alpha: np.ndarray, radii: list[int]) -> np.ndarray:
+    """The local foreground and background colours of the last of blur-fusion's passes, as float32
+    planes ``6xHxW`` in [0, 1] (the foreground's three channels, then the background's), of
+    ``image`` (planes ``3xHxW`` in [0, 1]) and ``alpha`` (``HxW``). Each pass blurs the previous
+    pass's estimate (the photo to begin with): one box filter a pass over the seven planes
+    ``alpha, F alpha, B (1 - alpha)``, the windows cut at the borders; the means are ratios of
+    window sums (the window's pixel count cancels but in the small constant). The passes share
+    their buffers (fresh memory costs more than the arithmetic here)."""
+    h, w = alpha.shape
+    a = np.clip(alpha, 0.0, 1.0).astype(np.float32)
+    rest = 1 - a
+    planes = np.empty((7, h, w), np.float32)
+    scratch = np.empty(box_scratch_size(planes.shape), np.float32)
+    means = np.empty((6, h, w), np.float32)
+    fg, bg = image, image
+    for i, radius in enumerate(radii):
+        planes[0] = a
+        np.multiply(fg, a, out=planes[1:4])
+        np.multiply(bg, rest, out=planes[4:])
+        sums = box_sum(planes, radius, out=planes, scratch=scratch)
+        count = window_counts((h, w), radius)
+        below = count * np.float32(1e-5)
+        below += sums[0]
+        np.divide(sums[1:4], below, out=means[:3])
+        np.multiply(count, np.float32(1 + 1e-5), out=below)
+        below -= sums[0]
+        np.divide(sums[4:], below, out=means[3:])
+        if i + 1 < len(radii):  # the next pass blurs this one's estimate, F^ + a (I - a F^ - (1 - a) B^)
+            fg_mean, bg = means[:3], means[3:]
+            fg = np.multiply(fg_mean, a, out=planes[1:4])  # planes 1-6 are free until the next pass
+            np.subtract(image, fg, out=fg)
+            fg -= np.multiply(bg, rest, out=planes[4:])
+            fg *= a
+            fg += fg_mean
+            # in the box filter's scratch: read (times alpha) before the next pass's filter uses it
+            fg = np.clip(fg, 0.0, 1.0, out=scratch[:fg.size].reshape(fg.shape))
+    return means
