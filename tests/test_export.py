@@ -77,6 +77,26 @@ def test_every_architecture_exports_with_parity(tmp_path, arch):
     assert 0 <= onnx_probs.min() and onnx_probs.max() <= 1
 
 
+def test_litefpn_detail_branch_draws_at_the_input_resolution_and_exports_with_parity(tmp_path):
+    """The detail branch: the main output at stride 1 (the stride-2 head kept for deep
+    supervision); the export and the runtime agree with torch at a size not a square."""
+    cfg = load_config(None, ["model.arch=litefpn", "data.size=160", "model.kwargs={decoder: 8, detail: 8}"])
+    torch.manual_seed(0)
+    model = archs.build("litefpn", **cfg.model.kwargs)
+    plain = archs.build("litefpn", decoder=8)
+    x = torch.randn(2, 3, 160, 192)
+    outs = model.train()(x)
+    assert [tuple(o.shape[-2:]) for o in outs[:2]] == [(160, 192), (80, 96)]
+    assert len(outs) == len(plain.train()(x)) + 1
+    path = tmp_path / "detail.pt"
+    atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "epoch": 1, "history": []}, path)
+    report = export_onnx(path, tmp_path / "detail.onnx", keep_aspect=True)
+    assert report["max_abs_diff"] < 1e-4
+    probs = OnnxModel(get_model(tmp_path / "detail.onnx")).predict_batch(
+        np.random.default_rng(1).standard_normal((1, 3, 160, 192)).astype(np.float32))
+    assert probs.shape == (1, 160, 192)
+
+
 def test_grayscale_model_exports_one_channel(tmp_path):
     ckpt, _, _ = _checkpoint(tmp_path, "unet", grayscale=True)
     export_onnx(ckpt, tmp_path / "g.onnx")

@@ -30,16 +30,18 @@ def upsample_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 def decode_top_down(y: torch.Tensor, skips: list[torch.Tensor], proj: nn.ModuleList, fuse: nn.ModuleList,
-                    heads: nn.ModuleList) -> list[torch.Tensor]:
+                    heads: nn.ModuleList, features: list | None = None) -> list[torch.Tensor]:
     """The FPN-style decoder cutnet and litefpn share: from the coarsest map ``y`` through the
     encoder's ``skips`` (coarse to fine: the list is walked in reverse), each step upsampling,
     adding the projected skip and fusing; one logit head per step. Returns the logits finest
-    (the main output) first."""
+    (the main output) first; ``features``, when given, receives the finest step's feature map."""
     outs = []
     for project, merge, head, skip in zip(proj, fuse, heads, reversed(skips)):
         y = merge(upsample_like(y, skip) + project(skip))
         outs.append(head(y))
     outs.reverse()
+    if features is not None:
+        features.append(y)
     return outs
 
 
