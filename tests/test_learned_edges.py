@@ -103,3 +103,35 @@ def test_training_a_refiner_learns_the_edges_exports_it_and_resumes(tmp_path, ti
     spec = load_refiner_json(tmp_path / "run")
     refiner = EdgeRefiner(spec)  # the export is what the product loads (its sha256 checked)
     assert spec.tile == 8 and spec.sha256 and refiner.spec.path.is_file()
+
+
+def test_auto_takes_the_stage_the_model_spec_names(tmp_path):
+    from cleancut import Remover
+    from cleancut.edges import resolve_stage
+    from cleancut.errors import ConfigError
+    from cleancut.models import get_model
+    from cleancut.testing import write_tiny_model
+
+    path = write_tiny_model(tmp_path, name="red-edges", edge_refiner=False)
+    data = json.loads(path.with_suffix(".json").read_text())
+    assert resolve_stage("auto", get_model(path)) == "network"  # a spec that names no stage
+    red = write_tiny_refiner(tmp_path / "red.onnx", channel=0, tile=8, margin=4)
+    path.with_suffix(".json").write_text(json.dumps({**data, "edges": "learned", "edge_refiner": red.to_json()}))
+    spec = get_model(path)
+    assert resolve_stage("auto", spec) == "learned" and resolve_stage("guided", spec) == "guided"
+    # the refiner answers the photo's red channel along the edge: the prediction shows it
+    pixels = np.zeros((48, 64, 3), np.uint8)
+    pixels[12:36, 16:48] = (255, 0, 255)
+    photo = Image.fromarray(pixels)
+    remover = Remover(model=str(path))
+    auto, network = remover.predict_mask(photo), remover.predict_mask(photo, edges="network")
+    assert not np.array_equal(auto, network)
+    np.testing.assert_array_equal(auto, remover.predict_mask(photo, edges="learned"))
+    for bad in ({"edges": "learned"}, {"edges": "sharp"}):
+        path.with_suffix(".json").write_text(json.dumps({**data, **bad}))
+        with pytest.raises(ModelError, match="edges"):
+            get_model(path)
+    with pytest.raises(ConfigError, match="edges must be one of auto, network, guided, learned"):
+        resolve_stage("sharp", spec)
+    with pytest.raises(ConfigError, match="has no learned edge stage"):
+        resolve_stage("learned", get_model(write_tiny_model(tmp_path / "bare", name="bare", edge_refiner=False)))

@@ -132,10 +132,9 @@ def resolve_stage(stage: str, spec) -> str:
     "learned" refused, with the way out, for a model that has no learned edge stage."""
     if stage not in EDGE_STAGES:
         raise ConfigError(f"edges must be one of {', '.join(EDGE_STAGES)}, got {stage!r}")
-    refiner = spec.edge_refiner
     if stage == "auto":
-        return "learned" if refiner is not None and refiner.default else "network"
-    if stage == "learned" and refiner is None:
+        return spec.edges
+    if stage == "learned" and spec.edge_refiner is None:
         raise ConfigError(f"model '{spec.name}' has no learned edge stage (its spec names no edge_refiner); "
                           "use edges 'guided' or 'network', or a model that has one (cleancut models)")
     return stage

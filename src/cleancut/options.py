@@ -37,8 +37,7 @@ MODES = ("auto", "cutout", "mask", "color", "image", "blur")
 # how the network's alpha is brought to the photo (cleancut.edges): "network" (resized and
 # sharpened, preprocess.finish_alpha), "guided" (placed on the photo's edges by a guided filter,
 # preprocess.guided_alpha), "learned" (redrawn along the uncertain band by the model's refiner,
-# edges.EdgeRefiner); "auto": the model's learned stage where its spec turns it on by default
-# (edge_refiner.default), else "network"
+# edges.EdgeRefiner); "auto": the stage the model's spec names (ModelSpec.edges, by default "network")
 EDGE_STAGES = ("auto", "network", "guided", "learned")
 FORMATS = ("png", "webp", "jpeg")
 _ALIASES = {"format": {"jpg": "jpeg"}, "mode": {"colour": "color", "transparent": "cutout"}}

@@ -76,6 +76,9 @@ class ModelSpec:
     input_scale: str = "unit"  # unit: x / 255 | max: x / the image's maximum (rembg's U2-Net)
     input_format: str = "float_nchw"  # float_nchw | uint8_nhwc (normalisation inside the graph)
     output_norm: str = "none"  # none | minmax: stretch each image's output to [0, 1]
+    # the edge stage the option edges="auto" picks for this model: network | guided | learned
+    # (cleancut.options.EDGE_STAGES; learned needs an edge_refiner entry)
+    edges: str = "network"
     licence: str = "unknown"
     description: str = ""
     folder: str = ""  # folder the spec was read from (filled in by load_spec)
@@ -140,6 +143,7 @@ _CHOICES = {
     "input_format": ("float_nchw", "uint8_nhwc"),
     "output_norm": ("none", "minmax"),
     "aspect": ("stretch", "keep"),
+    "edges": ("network", "guided", "learned"),
 }
 
 _KNOWN = {f for f in ModelSpec.__dataclass_fields__ if f not in ("extra", "folder")}
@@ -188,6 +192,8 @@ def spec_from_dict(data: dict[str, Any], folder: Path | str = "") -> ModelSpec:
     if not (isinstance(temperature, (int, float)) and MIN_ALPHA_TEMPERATURE <= temperature <= 1):
         raise ModelError(f"model spec '{data['name']}': alpha_temperature must be a number from "
                          f"{MIN_ALPHA_TEMPERATURE:g} to 1 (1: no sharpening), got {temperature!r}")
+    if known.get("edges", "network") == "learned" and not extra.get("edge_refiner"):
+        raise ModelError(f"model spec '{data['name']}': edges 'learned' needs an edge_refiner entry")
     for key, choices in _CHOICES.items():
         if key in known and known[key] not in choices:
             raise ModelError(f"model spec '{data['name']}': {key} must be one of {', '.join(choices)}, "

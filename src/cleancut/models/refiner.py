@@ -24,7 +24,6 @@ class RefinerSpec:
     band: tuple[float, float] = (0.02, 0.98)  # alpha strictly between these is uncertain
     temperature: float = 1.0  # sharpening of the refined alpha when it is enlarged to the photo
     batch: int = 32  # patches per ONNX Runtime call
-    default: bool = False  # the stage "auto" picks for this model (on when its cost passes issue 31's rule)
     description: str = ""
     folder: str = ""
 
