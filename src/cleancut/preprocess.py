@@ -334,7 +334,7 @@ _TILE = 8  # working-size pixels a tile of the band is made of
 
 
 def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0, radius: int = GUIDED_RADIUS,
-                 eps: float = GUIDED_EPS, scale: float = GUIDED_SCALE, grey: bool = GUIDED_GREY) -> np.ndarray:
+                 eps: float = GUIDED_EPS, scale: float = GUIDED_SCALE, grey: bool | None = None) -> np.ndarray:
     """The edge stage: the network's alpha (float ``hxw`` in [0, 1], at its own size) at the size
     of the photo ``guide``, its edge placed by the photo's own pixels, then sharpened by
     ``temperature``. It is the fast guided filter (He & Sun, 2015; He et al.'s guided filter
@@ -351,6 +351,7 @@ def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0
     (working pixels whose alpha, before or after the fit, is not 0 or 1 once sharpened, and their
     neighbours), in tiles of the photo; elsewhere the alpha is :func:`finish_alpha`'s, the same
     there."""
+    grey = GUIDED_GREY if grey is None else grey  # read at call time: benchmarks switch it
     size = tuple(guide.size)
     h, w = np.shape(alpha)
     work = (max(1, round(w * scale)), max(1, round(h * scale)))
