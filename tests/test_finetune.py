@@ -99,6 +99,24 @@ def test_recovery_reads_an_int8_file_through_its_dequantised_graph(tiny_base, ph
         assert (model.eval()(x) - original(x)).abs().mean() < 0.1 * original(x).abs().mean() + 0.05
 
 
+def test_recovery_of_litefpn_with_its_detail_branch(tmp_path):
+    """v11's architecture (LiteFPN with the stride-1 detail branch) comes back out of its export."""
+    cfg = load_config(None, ["model.arch=litefpn", "data.size=96"])
+    cfg.model.kwargs = {"decoder": 8, "detail": 8}
+    torch.manual_seed(1)
+    model = archs.build("litefpn", **cfg.model.kwargs)
+    opt = torch.optim.Adam(model.parameters(), 1e-2)
+    sum(o.mean() for o in model(torch.randn(2, 3, 96, 96))).backward()
+    opt.step()
+    atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "epoch": 1, "history": []}, tmp_path / "d.pt")
+    export_onnx(tmp_path / "d.pt", tmp_path / "detail.onnx", input_format="uint8_nhwc", keep_aspect=True)
+    recovered, report = recover(get_model(tmp_path / "detail.onnx"))
+    assert report["max_abs_diff"] < 1e-4
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        assert torch.allclose(recovered.eval()(x), model.eval()(x), atol=1e-4)
+
+
 def test_the_shipped_int8_model_is_recovered_exactly():
     spec = get_model("cleancut-default")
     if spec.architecture != "litefpn" or not spec.path.is_file():
