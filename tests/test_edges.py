@@ -145,3 +145,21 @@ def test_guided_edges_option_reaches_the_prediction(remover, square):
     assert np.array_equal(out, np.rint(guided * 255).astype(np.uint8))
     with pytest.raises(ValueError, match="guide"):
         finish_alpha(plain, (10, 10), 1.0, guide=photo)
+
+
+def test_the_guided_fit_on_the_network_input_matches_the_fit_on_the_photo():
+    """The runtime hands the guided stage the network's input (the photo already shrunk) to fit
+    on, so a large photo is read only along the band: the result stays the photo-fitted one."""
+    rng = np.random.default_rng(3)
+    big = np.zeros((600, 800, 3), np.uint8)
+    big[150:450, 200:600] = (200, 120, 40)
+    big = np.clip(big.astype(int) + rng.integers(-8, 9, big.shape), 0, 255).astype(np.uint8)
+    photo = Image.fromarray(big)
+    network = np.asarray(photo.resize((128, 96), Image.BILINEAR))  # what to_input makes
+    alpha = np.asarray(Image.fromarray((big[..., 0] > 100).astype(np.float32) * 1.0, mode="F").resize((128, 96), Image.BILINEAR))
+    for grey in (False, True):
+        plain = guided_alpha(alpha, photo, 0.2, grey=grey)
+        fast = guided_alpha(alpha, photo, 0.2, grey=grey, reduced=network)
+        assert np.abs(plain - fast).mean() < 2e-3 and np.abs(plain - fast).max() < 0.15
+    too_small = network[::4, ::4]  # smaller than the working size: the photo is used
+    np.testing.assert_array_equal(guided_alpha(alpha, photo, 0.2, reduced=too_small), guided_alpha(alpha, photo, 0.2))

@@ -94,7 +94,7 @@ def _power(x: np.ndarray, k: float) -> np.ndarray:
 
 
 def finish_alpha(alpha: np.ndarray, size: tuple[int, int], temperature: float,
-                 guide: Image.Image | None = None) -> np.ndarray:
+                 guide: Image.Image | None = None, reduced: np.ndarray | None = None) -> np.ndarray:
     """The network's alpha (float HxW in [0, 1]) as the runtime hands it out: resized to the
     photo's ``size = (width, height)`` (bilinear), then sharpened (:func:`sharpen_alpha`, read
     from a table of the curve at 65,536 levels). The runtime, ``cleancut evaluate`` and the
@@ -105,11 +105,11 @@ def finish_alpha(alpha: np.ndarray, size: tuple[int, int], temperature: float,
     0.2): a 480p video frame takes 3 ms instead of 7. Temperature 1 resizes in float.
 
     With ``guide`` (the photo, of ``size``), the edge is placed by the photo's own pixels
-    (:func:`guided_alpha`, the edge stage)."""
+    (:func:`guided_alpha`, the edge stage; ``reduced``: the photo already shrunk, see there)."""
     if guide is not None:
         if guide.size != tuple(size):
             raise ValueError(f"the guide is {guide.size}, the alpha is asked at {tuple(size)}")
-        return guided_alpha(alpha, guide, temperature)
+        return guided_alpha(alpha, guide, temperature, reduced=reduced)
     if temperature == 1.0:
         return resize_alpha(alpha, size)
     index = _levels(alpha)
@@ -334,7 +334,8 @@ _TILE = 8  # working-size pixels a tile of the band is made of
 
 
 def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0, radius: int = GUIDED_RADIUS,
-                 eps: float = GUIDED_EPS, scale: float = GUIDED_SCALE, grey: bool | None = None) -> np.ndarray:
+                 eps: float = GUIDED_EPS, scale: float = GUIDED_SCALE, grey: bool | None = None,
+                 reduced: np.ndarray | None = None) -> np.ndarray:
     """The edge stage: the network's alpha (float ``hxw`` in [0, 1], at its own size) at the size
     of the photo ``guide``, its edge placed by the photo's own pixels, then sharpened by
     ``temperature``. It is the fast guided filter (He & Sun, 2015; He et al.'s guided filter
@@ -350,18 +351,26 @@ def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0
     For a photo larger than the working size the fit is applied only along the uncertain band
     (working pixels whose alpha, before or after the fit, is not 0 or 1 once sharpened, and their
     neighbours), in tiles of the photo; elsewhere the alpha is :func:`finish_alpha`'s, the same
-    there."""
+    there. ``reduced``: the photo already shrunk to at least the working size (uint8 ``HxWx3``;
+    the runtime passes the network's input), from which the fit's guide is made instead of from
+    the whole photo (a 12 MP photo is then read only along the band)."""
     grey = GUIDED_GREY if grey is None else grey  # read at call time: benchmarks switch it
     size = tuple(guide.size)
     h, w = np.shape(alpha)
     work = (max(1, round(w * scale)), max(1, round(h * scale)))
     if size[0] * size[1] <= work[0] * work[1]:
         work = size  # a small photo: fit and apply at its own size
-    if grey:
-        rgb = guide if guide.mode == "L" else guide.convert("L")
+    rgb = guide if guide.mode in ("RGB", "L") else guide.convert("RGB")
+    if work == size:
+        fit = rgb
+    elif reduced is not None and reduced.ndim == 3 and reduced.shape[2] == 3 and \
+            reduced.shape[1] >= work[0] and reduced.shape[0] >= work[1]:
+        fit = Image.fromarray(np.ascontiguousarray(reduced)).resize(work, Image.BOX)
     else:
-        rgb = guide if guide.mode in ("RGB", "L") else guide.convert("RGB")
-    small = np.asarray(rgb.resize(work, Image.BOX) if work != size else rgb)
+        fit = rgb.resize(work, Image.BOX)
+    if grey and fit.mode != "L":
+        fit = fit.convert("L")
+    small = np.asarray(fit)
     small = (small[None] if small.ndim == 2 else np.moveaxis(small, -1, 0)).astype(np.float32) * np.float32(1 / 255)
     p = np.asarray(alpha, np.float32)
     if work != (w, h):
@@ -390,7 +399,8 @@ def guided_alpha(alpha: np.ndarray, guide: Image.Image, temperature: float = 1.0
         right, bottom = min(size[0], int(np.ceil(x1 * sx))), min(size[1], int(np.ceil(y1 * sy)))
         tile, box = (right - left, bottom - top), (left / sx, top / sy, right / sx, bottom / sy)
         *gains, q = (np.asarray(m.resize(tile, Image.BILINEAR, box=box)) for m in images)
-        crop = np.asarray(rgb.crop((left, top, right, bottom)))
+        crop = rgb.crop((left, top, right, bottom))
+        crop = np.asarray(crop.convert("L") if grey and crop.mode != "L" else crop)  # only the band's tiles
         q = q + gains[0] * (crop if crop.ndim == 2 else crop[:, :, 0])
         for c in range(1, len(gains)):
             q += gains[c] * crop[:, :, c]

@@ -110,9 +110,12 @@ class Session:
         for indices in by_size.values():
             for start in range(0, len(indices), self.batch_size):
                 chunk = indices[start:start + self.batch_size]
-                out = self.run_batch(np.stack([to_input(images[i], self.spec) for i in chunk]))
-                for i, alpha in zip(chunk, out):
-                    results[i] = finish_edges(alpha, images[i], self.spec, stage, refiner)
+                inputs = np.stack([to_input(images[i], self.spec) for i in chunk])
+                out = self.run_batch(inputs)
+                # a uint8 RGB input is the photo shrunk: the guided stage fits on it, not on the photo
+                reduced = inputs if self.spec.input_format == "uint8_nhwc" and self.spec.channels == 3 else [None] * len(chunk)
+                for i, alpha, small in zip(chunk, out, reduced):
+                    results[i] = finish_edges(alpha, images[i], self.spec, stage, refiner, reduced=small)
         return results
 
     def edge_refiner(self) -> EdgeRefiner:
