@@ -5,13 +5,12 @@ A 640x480 clip of DAVIS ``cows`` (the first ``--frames`` frames, looping) is pla
 * as Chromium's fake camera (Debian's chromium, ``--use-file-for-fake-video-capture``, driven by
   Playwright) for the page at ``cleancut serve --model MODEL`` on 127.0.0.1. The page sends each
   frame over the WebSocket ``/api/stream`` with ``reply=alpha`` (the server answers with the matte
-  alone; the page composites the frame it sent on a canvas), at most two frames in flight, the
-  second sent when the server should be about to finish the first (its reported time per frame). After
+  alone; the page composites the frame it sent on a canvas), one frame in flight at a time. After
   ``--warmup`` seconds the page's own counters are read twice, ``--seconds`` apart: frames/s drawn
   in between, and the round trips (frame sent -> matte back, as the page measures them) of those
   frames, p50 / p95; also their age (frame captured -> matte back: the page's capture and JPEG
   encoding and its wait for the previous reply included), closer to what ``cleancut live``
-  measures, and how often a reply left nothing in flight and no next frame ready (the server idle);
+  measures, and how often the next frame was not ready when a reply came;
 * as a file played at its frame rate by ``cleancut live CLIP -o OUT`` (the same model, the same
   result: a WebM with alpha for cut-out, ``--bg-color`` for colour), from ``--stats-json``:
   frames/s and latency from capture to output, p50 / p95.
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in rows.items():
         if "age_p50_ms" in r:
             print(f"{name}: frame captured -> matte back p50 {r['age_p50_ms']:.0f} ms / p95 {r['age_p95_ms']:.0f} ms; "
-                  f"nothing in flight or ready at a reply {r['late']} of {r['frames']} times")
+                  f"next frame not ready at the reply {r['late']} of {r['frames']} times")
     for name, r in rows.items():
         if name.startswith("page") and name.split(", ")[1] in ("cutout", "color"):
             met = r["fps"] >= TARGET_FPS and r["p95_ms"] <= TARGET_P95_MS

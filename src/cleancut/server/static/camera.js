@@ -3,23 +3,20 @@
 // page composites the frame it sent itself, on a canvas, in the result chosen on the left (cut-out,
 // mask, colour, blur or picture). Changing the result or the colour needs nothing from the server;
 // the edge options go to it as an options message. Nothing restarts the stream.
-// Two frames are in flight at most, and they overlap only a little: the next frame is sent when the
-// server is about to finish the current one (the time the server started it, from its send time or
-// when the frame before it was done, plus the server's own time per frame, which it reports in each "frame"
-// message, plus a small margin), so the model is kept busy back to back without a frame waiting
-// long behind another. Before the server has reported a time per frame, one frame at a time. The
-// next frame is captured and JPEG-encoded just before it is due, not held; never faster than the
-// server's frame-rate cap.
+// One frame is in flight at a time: the next is sent when the reply to the previous one (its
+// matte, or a "dropped" message) arrives, so a frame never waits on the server behind another.
+// The next frame is captured and JPEG-encoded while the current one is processed, timed to be
+// ready shortly before the reply is expected (from the round trips so far), so it goes out the
+// moment the reply comes without having waited long itself; never faster than the server's
+// frame-rate cap.
 "use strict";
 
 (() => {
   const $ = (sel) => document.querySelector(sel);
   const JPEG_QUALITY = 0.85;
-  const MAX_IN_FLIGHT = 2;
-  // the next frame is due this long after the server is expected to finish the current one, so that
-  // it finds the model just done rather than waiting behind it for long
-  const MARGIN_MS = 3;
-  const SERVER_TIMES = 9;  // the server's time per frame is the median of its last SERVER_TIMES reports
+  // the next frame is to be encoded by this fraction of the expected round trip: a little early,
+  // so that it is ready when the reply comes, but not so early that it is old when it goes
+  const READY_AT = 0.8;
   const ui = {
     toggle: $("#camera-toggle"), record: $("#camera-record"), download: $("#camera-download"),
     stats: $("#camera-stats"), error: $("#camera-error"), ignored: $("#camera-ignored"), input: $("#camera-in"),
@@ -27,16 +24,12 @@
   };
   const state = {
     running: false, ws: null, stream: null, rtts: [], ages: [], frames: 0, dropped: 0,
-    // the frames sent and not yet answered, oldest first: {sentAt, startAt, capturedAt, frame}, where
-    // startAt is when the server is thought to have started it (its send time, or when the one before was done)
-    inFlight: [],
-    next: null,       // the next frame, captured and encoded, waiting to go: {blob, capturedAt, frame}
+    inFlight: null,   // the frame sent and not yet answered: {sentAt, capturedAt, frame}; one at most
+    next: null,       // the next frame, captured and encoded, waiting for the reply: {blob, capturedAt, frame}
     encoding: false,  // a capture is being encoded
     meta: null,       // the "frame" message that comes before the matte
-    serverTimes: [],  // the server's time for each of the last frames (SERVER_TIMES), from its "frame" messages
-    serverMs: 0,      // their median (a slow first frame or a hiccup does not move it)
-    encodeMs: 0,      // moving average: the page's capture and JPEG encoding
-    late: 0,          // replies after which nothing was in flight or ready (the server waited on the page)
+    rttMs: 0, encodeMs: 0,  // moving averages: the round trip, the page's capture and JPEG encoding
+    late: 0,          // replies that came before the next frame was ready (the server waited on the page)
     started: 0, lastSent: 0, interval: 0, timer: null, drawing: Promise.resolve(), sentOptions: "",
     recorder: null, chunks: [], capture: document.createElement("canvas"), backdrop: null,
   };
@@ -97,53 +90,37 @@
 
   // ---------------------------------------------------------------- frames out
 
-  /** When the next frame is due. Nothing in flight: now. One in flight, once the server has reported
-   * its time per frame: when the server should be about to finish it. Otherwise (two in flight, or
-   * one before any time is known): when a reply comes (Infinity). Never before the frame-rate cap. */
-  function dueAt(now) {
-    const n = state.inFlight.length;
-    const cap = state.lastSent + state.interval;
-    if (!n) return Math.max(now, cap);
-    if (n >= MAX_IN_FLIGHT || !state.serverMs) return Infinity;
-    return Math.max(state.inFlight[0].startAt + state.serverMs + MARGIN_MS, cap);
-  }
-
-  /** The one place that decides what goes out: the next frame once it is due (dueAt), captured and
-   * encoded just before then. Called on every reply, drop, capture and timer. */
+  /** The one place that decides what goes out: the next frame at once when nothing is in flight
+   * (once the frame-rate cap allows), else the capture of the frame after, timed to be ready
+   * shortly before the reply is expected. Called on every reply, drop, capture and timer. */
   function pump() {
     clearTimeout(state.timer);
     if (!state.running || state.ws.readyState !== WebSocket.OPEN || !ui.input.videoWidth) return;
     const now = performance.now();
-    const due = dueAt(now);
-    if (!state.next) {
-      if (state.encoding) return;  // it calls pump again once encoded
-      // no time known yet (one in flight): ready by the frame-rate cap, to go when the reply comes
-      const readyBy = due === Infinity
-        ? (state.inFlight.length === 1 && !state.serverMs ? state.lastSent + state.interval : Infinity) : due;
-      if (readyBy === Infinity) return;  // two in flight: a reply calls pump again
+    if (state.inFlight) {
+      if (state.next || state.encoding) return;  // ready, or nearly: it goes when the reply comes
+      // ready by READY_AT of the expected round trip, and not before the frame-rate cap allows sending
+      const readyBy = state.inFlight.sentAt + Math.max(READY_AT * state.rttMs, state.interval);
       const wait = readyBy - state.encodeMs - now;
       if (wait > 0) state.timer = setTimeout(pump, wait);
       else capture();
       return;
     }
-    if (due === Infinity) return;
-    if (due > now) {
-      state.timer = setTimeout(pump, due - now);
+    if (!state.next) {
+      if (!state.encoding) capture();  // it calls pump again once encoded
+      return;
+    }
+    const wait = state.lastSent + state.interval - now;  // never over the server's frame-rate cap
+    if (wait > 0) {
+      state.timer = setTimeout(pump, wait);
       return;
     }
     const { blob, capturedAt, frame } = state.next;
     state.next = null;
-    state.inFlight.push({ sentAt: now, startAt: now, capturedAt, frame });
+    state.inFlight = { sentAt: now, capturedAt, frame };
     state.lastSent = now;
     state.ws.send(blob);
     pump();  // schedules the capture of the frame after
-  }
-
-  /** The frame the server was processing is answered: the one behind it, if any, is thought to have
-   * started when the server finished, at `done` (the answered frame's start plus the time the
-   * server reported for it, or the reply's arrival, whichever is earlier), unless it was sent later. */
-  function answered(done) {
-    if (state.inFlight.length) state.inFlight[0].startAt = Math.max(state.inFlight[0].sentAt, done);
   }
 
   /** Capture the camera's current frame and encode it as JPEG; it becomes state.next. */
@@ -247,38 +224,24 @@
         state.started = performance.now();
         pump();
       } else if (msg.type === "frame") {
-        state.meta = { ...msg, at: performance.now() };
+        state.meta = msg;
         state.dropped = msg.dropped;
-        if (msg.server_ms > 0) {
-          state.serverTimes.push(msg.server_ms);
-          if (state.serverTimes.length > SERVER_TIMES) state.serverTimes.shift();
-          const sorted = [...state.serverTimes].sort((x, y) => x - y);
-          state.serverMs = sorted[Math.floor(sorted.length / 2)];
-        }
-      } else if (msg.type === "dropped") {  // a frame in flight was refused
+      } else if (msg.type === "dropped") {  // the frame in flight was refused (frame-rate cap, busy server)
         state.dropped = msg.dropped;
-        // a busy server refuses the frame it was about to process (the oldest not answered); over the
-        // frame-rate cap, the frame just received (the newest)
-        if (/busy/.test(msg.reason || "")) {
-          state.inFlight.shift();
-          answered(performance.now());  // refused without being processed: the next starts now
-        } else {
-          state.inFlight.pop();
-        }
+        state.inFlight = null;
         pump();
       }
       return;
     }
     const now = performance.now();
-    const sent = state.inFlight.shift();
+    const sent = state.inFlight;
     const meta = state.meta;
-    state.meta = null;
-    const replyAt = meta ? meta.at : now;
-    answered(sent && meta && meta.server_ms > 0 ? Math.min(replyAt, sent.startAt + meta.server_ms) : replyAt);
-    if (sent && !state.inFlight.length && !state.next) state.late += 1;
-    pump();  // the next frame goes out now if it is due, before this one is drawn
+    state.inFlight = state.meta = null;
+    if (sent && !state.next) state.late += 1;
+    pump();  // the next frame goes out at once, before this one is drawn
     if (!sent || !meta) return;
     const rtt = now - sent.sentAt;
+    state.rttMs = average(state.rttMs, rtt);
     state.rtts.push(rtt);
     state.ages.push(now - sent.capturedAt);
     if (state.rtts.length > 600) state.rtts.shift();
@@ -323,9 +286,8 @@
       if (state.running && event.code !== 1000) showError(`The server closed the stream (${event.code}) ${event.reason || ""}`);
       stop();
     };
-    Object.assign(state, { running: true, inFlight: [], next: null, encoding: false, meta: null, rtts: [],
-                           ages: [], frames: 0, dropped: 0, late: 0, serverTimes: [], serverMs: 0,
-                           encodeMs: 0,
+    Object.assign(state, { running: true, inFlight: null, next: null, encoding: false, meta: null, rtts: [],
+                           ages: [], frames: 0, dropped: 0, late: 0, rttMs: 0, encodeMs: 0,
                            started: performance.now(), lastSent: 0, drawing: Promise.resolve(),
                            sentOptions: JSON.stringify(options) });
     ui.frame.hidden = false;
