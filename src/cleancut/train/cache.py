@@ -19,11 +19,13 @@ cache behind.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -87,19 +89,34 @@ def _decode(pair: Pair, side: int, erode: dict[str, int] | None = None) -> tuple
     return np.asarray(image), np.asarray(mask)
 
 
+@contextlib.contextmanager
+def building(folder: Path) -> Iterator[Path]:
+    """A temporary folder beside ``folder`` to build into: renamed to ``folder`` when the block
+    ends (or dropped, when another process built ``folder`` meanwhile: that one is kept), removed
+    on any error or interrupt, so a kill never leaves a half-built ``folder``."""
+    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def build(pairs: list[Pair], folder: Path, side: int, progress: bool = True, erode: dict[str, int] | None = None) -> Path:
     """Decode ``pairs`` into ``folder`` (atomically: a temporary folder renamed at the end)."""
     from tqdm import tqdm
 
     if not pairs:
         raise DatasetError("no pairs to cache")
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     entries = []
     img_off = mask_off = 0
-    try:
+    with building(Path(folder)) as tmp:
         with open(tmp / "images.u8", "wb") as fi, open(tmp / "masks.u8", "wb") as fm:
             for pair in tqdm(pairs, desc=f"caching {len(pairs)} pairs at {side} px", unit="pair", disable=not progress):
                 image, mask = _decode(pair, side, erode)
@@ -112,14 +129,7 @@ def build(pairs: list[Pair], folder: Path, side: int, progress: bool = True, ero
         index = {"version": VERSION, "side": side, "pairs": [[str(p.image), str(p.mask), p.set, p.stem] for p in pairs],
                  "entries": entries}
         (tmp / "index.json").write_text(json.dumps(index))
-        if folder.exists():  # built meanwhile by another process: keep that one
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)
 
 
 class PairCache:

@@ -36,6 +36,7 @@ from ..edges import INPUT_NAME, OUTPUT_NAME, EdgeRefiner
 from ..models import RefinerSpec
 from ..errors import ConfigError, DatasetError
 from ..models import ModelSpec, file_sha256, get_model
+from .cache import building
 from .checkpoint import atomic_save
 
 CHECKPOINTS = "checkpoints"
@@ -113,25 +114,15 @@ def coarse_cache(spec: ModelSpec, cache, root: str | Path, threads: int | None =
     folder = Path(root) / f"coarse-{cache.folder.name}-{spec.name}-{digest}"
     path = folder / "coarse.u8"
     if not path.is_file():
-        tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         session = Session(spec, threads=threads)
-        try:
-            with open(tmp / "coarse.u8", "wb") as fh:
-                for i in tqdm(range(len(cache)), desc=f"{spec.name}'s alphas", unit="photo", disable=not progress):
-                    image, mask = cache[i]
-                    prob = session.run_batch(to_input(Image.fromarray(image), spec)[None])[0]
-                    alpha = resize_alpha(prob, (mask.shape[1], mask.shape[0]))
-                    fh.write(np.round(alpha * 255).astype(np.uint8).tobytes())
-            (tmp / "index.json").write_text(json.dumps({"model": spec.name, "sha256": spec.sha256, "cache": str(cache.folder)}))
-            if folder.exists():
-                shutil.rmtree(tmp)
-            else:
-                os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        with building(folder) as tmp, open(tmp / "coarse.u8", "wb") as fh:
+            for i in tqdm(range(len(cache)), desc=f"{spec.name}'s alphas", unit="photo", disable=not progress):
+                image, mask = cache[i]
+                prob = session.run_batch(to_input(Image.fromarray(image), spec)[None])[0]
+                alpha = resize_alpha(prob, (mask.shape[1], mask.shape[0]))
+                fh.write(np.round(alpha * 255).astype(np.uint8).tobytes())
+            (tmp / "index.json").write_text(json.dumps({"model": spec.name, "sha256": spec.sha256,
+                                                        "cache": str(cache.folder)}))
     return np.memmap(path, dtype=np.uint8, mode="r")
 
 
