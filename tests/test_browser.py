@@ -15,9 +15,6 @@ import contextlib
 import io
 import json
 import os
-import socket
-import threading
-import time
 import zipfile
 from pathlib import Path
 
@@ -78,26 +75,12 @@ def server_url(tiny_model):
 def serving(**settings):
     """A real server (uvicorn in a thread) with these ServerSettings values; yields its URL."""
     pytest.importorskip("fastapi", reason="the server extra (fastapi) is not installed")
-    import uvicorn
+    from serving import served
 
     from cleancut.server import ServerSettings, create_app
 
-    app = create_app(ServerSettings.from_values(**settings))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
+    with served(create_app(ServerSettings.from_values(**settings))) as (_, port):
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def synthetic_photo(path: Path, size=(320, 240), kind: int = 0) -> Path:

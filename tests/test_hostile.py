@@ -18,7 +18,6 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from websockets.sync.client import connect  # noqa: E402
 
 from cleancut.server import ServerSettings, create_app  # noqa: E402
 from cleancut.testing import square_image  # noqa: E402
-from serving import free_port, stop, wait_healthy  # noqa: E402
+from serving import free_port, start_thread, stop, wait_healthy  # noqa: E402
 
 KEY = "hostile-test-key-8c1f"
 READ_TIMEOUT = 1.0
@@ -76,12 +75,7 @@ class Server:
         for lg in self.loggers:
             lg.addHandler(self.log)
             lg.setLevel(logging.INFO)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.02)
+        self.thread = start_thread(self.server)
         self.url = f"http://127.0.0.1:{self.port}"
 
     def close(self):

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ import cleancut  # noqa: E402
 from cleancut.errors import ConfigError, ModelError  # noqa: E402
 from cleancut.server import ServerSettings, create_app  # noqa: E402
 from cleancut.server.routes import STATIC_DIR  # noqa: E402
-from serving import free_port, stop, wait_healthy  # noqa: E402
+from serving import free_port, served, stop, wait_healthy  # noqa: E402
 
 SAFE_DISPOSITION = re.compile(r'inline; filename="[A-Za-z0-9._-]{1,100}"')
 PACKAGE_DIR = str(Path(cleancut.__file__).resolve().parent)
@@ -180,20 +179,7 @@ TRAVERSALS = ["/static/../../../../../etc/passwd", "/static/%2e%2e/%2e%2e/%2e%2e
 
 def test_url_paths_never_leave_the_static_folders(tiny_model):
     """Raw request targets (nothing normalises them on the way) against the real server."""
-    import uvicorn
-
-    from cleancut.cli.serve import make_server
-
-    app = make_app(tiny_model)
-    port = free_port()
-    server = make_server(app, port=port, log_level="warning")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    try:
+    with served(make_app(tiny_model)) as (_, port):
         secret = Path(PACKAGE_DIR, "server", "app.py").read_bytes()[:200]
         for target in TRAVERSALS:
             answer = raw_request(port, f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
@@ -202,10 +188,6 @@ def test_url_paths_never_leave_the_static_folders(tiny_model):
             assert b"root:" not in answer and secret not in answer, target
         assert raw_request(port, b"GET /static/app.js HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").startswith(
             b"HTTP/1.1 200 ")
-    finally:
-        server.should_exit = True
-        thread.join(20)
-    assert isinstance(server, uvicorn.Server)
 
 
 class FileAccess:
@@ -371,26 +353,13 @@ def test_client_errors_show_no_server_path(client):
 
 
 def test_malformed_http_gets_no_traceback(tiny_model):
-    from cleancut.cli.serve import make_server
-
-    port = free_port()
-    server = make_server(make_app(tiny_model), port=port, log_level="critical")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the server did not start"
-        time.sleep(0.02)
-    try:
+    with served(make_app(tiny_model), log_level="critical") as (_, port):
         for garbage in (b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n", b"POST /api/remove HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                         b"Content-Length: -5\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
                         b"POST /api/remove HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"):
             answer = raw_request(port, garbage)
             assert answer.startswith(b"HTTP/1.1 4"), (garbage, answer[:200])
             assert b"Traceback" not in answer and PACKAGE_DIR.encode() not in answer
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 def test_static_folder_is_the_package_one():

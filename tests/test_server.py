@@ -29,7 +29,7 @@ from cleancut import Remover  # noqa: E402
 from cleancut.options import RemoveOptions, option_info  # noqa: E402
 from cleancut.server import ServerSettings, create_app  # noqa: E402
 from cleancut.server.options import api_help  # noqa: E402
-from serving import free_port, wait_healthy  # noqa: E402
+from serving import free_port, start_thread, wait_healthy  # noqa: E402
 
 SIZE = (64, 48)
 REQUEST_OPTIONS = [i for i in option_info() if i.scope == "request"]
@@ -527,13 +527,8 @@ def test_graceful_shutdown_finishes_in_flight_requests(tiny_model, photo):
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+    thread = start_thread(server)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
     gate = Gate(state)
     with ThreadPoolExecutor(1) as pool:
         in_flight = pool.submit(httpx.post, f"{base}/api/remove", content=photo, timeout=30)

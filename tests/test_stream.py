@@ -197,22 +197,11 @@ def test_cleancut_serve_declines_permessage_deflate(tiny_model):
     import base64
     import os
     import socket
-    import threading
 
-    from cleancut.cli.serve import make_server
+    from serving import served
 
     app = create_app(ServerSettings.from_values(model=str(tiny_model), warm_up=False))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = make_server(app, port=port, log_level="warning")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the server did not start"
-        time.sleep(0.02)
-    try:
+    with served(app) as (_, port):
         key = base64.b64encode(os.urandom(16)).decode()
         request = ("GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                    f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
@@ -224,9 +213,6 @@ def test_cleancut_serve_declines_permessage_deflate(tiny_model):
                 chunk = sock.recv(4096)
                 assert chunk, head
                 head += chunk
-    finally:
-        server.should_exit = True
-        thread.join(20)
     head = head.split(b"\r\n\r\n", 1)[0].decode("latin-1")
     assert head.startswith("HTTP/1.1 101 "), head
     assert "sec-websocket-extensions" not in head.lower(), head

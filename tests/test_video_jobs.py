@@ -157,19 +157,10 @@ def test_non_video_uploads_and_limits_are_clear_4xx(tiny_model, clip):
 
 
 def test_a_client_that_disconnects_mid_upload_leaves_nothing(tiny_model, clip):
-    from cleancut.cli.serve import make_server
+    from serving import served
 
     app = create_app(ServerSettings.from_values(model=str(tiny_model), warm_up=False))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = make_server(app, host="127.0.0.1", port=port, log_level="warning")
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.02)
+    with served(app) as (_, port):
         with socket.create_connection(("127.0.0.1", port)) as conn:
             conn.sendall(b"POST /api/video HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: video/mp4\r\n"
                          + f"Content-Length: {len(clip)}\r\n\r\n".encode() + clip[: len(clip) // 2])
@@ -179,9 +170,6 @@ def test_a_client_that_disconnects_mid_upload_leaves_nothing(tiny_model, clip):
         while (list(jobs.root.iterdir()) or jobs.jobs) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert list(jobs.root.iterdir()) == [] and jobs.jobs == {}
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 def test_finished_jobs_expire(tiny_model, clip):
