@@ -358,6 +358,55 @@ def test_camera_keeps_one_frame_in_flight(camera_browser, tiny_model):
     assert stats["age_p50_ms"] >= stats["rtt_p50_ms"] > 0  # the age counts the capture and encoding too
 
 
+def test_camera_sends_frames_at_the_models_size_and_draws_at_the_cameras(camera_browser, tmp_path):
+    """With a model that keeps the frame's aspect at a few thousand pixels (``frame_pixels`` in the
+    ready message), the page sends each 320x240 frame shrunk to that budget, and scales the matte
+    back up: the result on the canvas is at the camera's size, and its mask matches what POST
+    /api/remove gives for the full frame."""
+    import re
+
+    import httpx
+
+    from cleancut.testing import write_tiny_model
+
+    model = write_tiny_model(tmp_path / "keep", name="tiny-keep", input_size=(64, 64), aspect="keep", size_multiple=8)
+    browser, photo = camera_browser
+    sizes: list[tuple[int, int]] = []
+
+    def relay(page_ws) -> None:
+        server_ws = page_ws.connect_to_server()
+
+        def up(message):
+            if isinstance(message, bytes):
+                sizes.append(Image.open(io.BytesIO(message)).size)
+            server_ws.send(message)
+
+        page_ws.on_message(up)
+        server_ws.on_message(page_ws.send)
+
+    with serving(model=str(model), workers=1) as url:
+        page = open_page(browser, url + "/", viewport={"width": 1280, "height": 900})
+        page.route_web_socket(re.compile(r"/api/stream"), relay)
+        try:
+            page.check("input[name=mode][value=mask]")
+            page.click("#camera-toggle")
+            page.wait_for_function("window.cleancutCamera.stats().frames >= 10", timeout=TIMEOUT_MS)
+            returned = page.evaluate("document.querySelector('#camera-out').toDataURL('image/png')")
+            page.click("#camera-toggle")
+            assert page.errors == [] and page.text_content("#camera-error") == ""
+        finally:
+            page.close()
+        buf = io.BytesIO()
+        Image.fromarray(photo).save(buf, "PNG")
+        reference = np.asarray(Image.open(io.BytesIO(httpx.post(url + "/api/remove", params={"mode": "mask"},
+                                                                content=buf.getvalue(), timeout=30).content)))
+    mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(returned.split(",", 1)[1]))).convert("L"))
+    assert sizes and set(sizes) == {(74, 55)}, sizes  # 320x240 at sqrt(4096 / 76800)
+    assert mask.shape == reference.shape == (240, 320)
+    a, b = mask > 127, reference > 127
+    assert float((a & b).sum() / max(1, (a | b).sum())) >= 0.95
+
+
 # -- defects a new user hit, and the page's tools ----------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import zlib
 
 import numpy as np
 import pytest
@@ -216,3 +217,37 @@ def test_cleancut_serve_declines_permessage_deflate(tiny_model):
     head = head.split(b"\r\n\r\n", 1)[0].decode("latin-1")
     assert head.startswith("HTTP/1.1 101 "), head
     assert "sec-websocket-extensions" not in head.lower(), head
+
+
+def test_ready_says_how_many_pixels_a_frame_is_worth(tmp_path):
+    """``frame_pixels``: the network's pixel budget for a model that keeps the frame's aspect and
+    whose edge stage reads only the network's output; null when the frame's own pixels count.
+    A frame shrunk to that budget gives the matte of the full frame (at its size)."""
+    from cleancut.testing import write_tiny_model
+
+    keep = write_tiny_model(tmp_path / "keep", name="tiny-keep", input_size=(40, 40), aspect="keep", size_multiple=8)
+    stretch = write_tiny_model(tmp_path / "stretch", name="tiny-stretch", input_size=(40, 40))
+    with make_client(keep) as c:
+        for query, expected in (("", 1600), ("?edges=network", 1600), ("?edges=guided", None),
+                                ("?edges=learned", None), ("?alpha_matting=true", None)):
+            with c.websocket_connect(f"/api/stream{query}") as ws:
+                assert ws.receive_json()["frame_pixels"] == expected, query
+        photo = square_image((160, 120))
+        full, small = io.BytesIO(), io.BytesIO()
+        photo.save(full, "PNG")
+        photo.resize((46, 34), Image.BILINEAR).save(small, "PNG")  # 1,564 px: within the budget
+        full, small = full.getvalue(), small.getvalue()
+        masks = []
+        with c.websocket_connect("/api/stream?reply=alpha") as ws:
+            ws.receive_json()
+            for frame in (full, small):
+                ws.send_bytes(frame)
+                meta = ws.receive_json()
+                alpha = np.frombuffer(zlib.decompress(ws.receive_bytes()), np.uint8).reshape(meta["height"], meta["width"])
+                masks.append(alpha)
+                time.sleep(0.04)
+    big = np.asarray(Image.fromarray(masks[1]).resize((160, 120), Image.BILINEAR))
+    assert masks[0].shape == (120, 160) and masks[1].shape == (34, 46)
+    assert _iou(masks[0], big) >= 0.95
+    with make_client(stretch) as c, c.websocket_connect("/api/stream") as ws:
+        assert ws.receive_json()["frame_pixels"] is None

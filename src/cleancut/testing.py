@@ -32,12 +32,13 @@ GAIN = 40.0
 
 
 def build_model_proto(input_size=(32, 32), channels: int = 3, gain: float = GAIN, batch: int | None = None,
-                      input_name: str = "image", output_name: str = "alpha"):
-    """The ``onnx.ModelProto`` of the tiny model."""
+                      input_name: str = "image", output_name: str = "alpha", dynamic_size: bool = False):
+    """The ``onnx.ModelProto`` of the tiny model (with ``dynamic_size``, it takes any height and
+    width, as a model that keeps the photo's aspect does)."""
     import onnx
     from onnx import TensorProto, helper
 
-    h, w = input_size
+    h, w = ("H", "W") if dynamic_size else input_size
     mean = MEAN[:channels] if channels == 3 else (float(np.mean(MEAN)),)
     std = STD[:channels] if channels == 3 else (float(np.mean(STD)),)
     n = batch if batch is not None else "N"
@@ -93,21 +94,24 @@ def write_tiny_refiner(path: str | Path, channel: int = 3, input_name: str = "x"
 
 def write_tiny_model(folder: str | Path, name: str = "tiny", input_size=(32, 32), channels: int = 3,
                      gain: float = GAIN, batch: int | None = None, with_sha: bool = True,
-                     edge_refiner: bool = True) -> Path:
+                     edge_refiner: bool = True, aspect: str = "stretch", size_multiple: int = 32) -> Path:
     """Write ``<folder>/<name>.onnx`` plus its JSON spec (via ModelSpec.to_json); returns the .onnx
     path. With ``edge_refiner``, the spec names a tiny learned edge stage that passes the
-    network's alpha through (:func:`write_tiny_refiner`, ``<name>-edges.onnx``)."""
+    network's alpha through (:func:`write_tiny_refiner`, ``<name>-edges.onnx``). With ``aspect=
+    "keep"`` the model runs each photo at its own aspect ratio with about ``input_size``'s pixel
+    count, sides multiples of ``size_multiple`` (as the shipped models do)."""
     import onnx
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     onnx_path = folder / f"{name}.onnx"
-    onnx.save(build_model_proto(input_size, channels, gain, batch), str(onnx_path))
+    onnx.save(build_model_proto(input_size, channels, gain, batch, dynamic_size=aspect == "keep"), str(onnx_path))
     mean = MEAN if channels == 3 else (float(np.mean(MEAN)),)
     std = STD if channels == 3 else (float(np.mean(STD)),)
     spec = ModelSpec(name=name, file=onnx_path.name, input_size=tuple(input_size), architecture="tiny-test",
                      channels=channels, mean=mean, std=std,
                      sha256=file_sha256(onnx_path) if with_sha else None, licence="Apache-2.0",
+                     aspect=aspect, size_multiple=size_multiple,
                      description="brightness threshold; for tests only")
     data = spec.to_json()
     if edge_refiner:

@@ -5,7 +5,12 @@ The protocol (documented in the README, with a Python client):
 1. Connect to ``ws://HOST/api/stream``; the query string holds the options, exactly as for
    ``POST /api/remove`` (``?bg_color=green&format=webp``), plus ``api_key`` when the server has one.
 2. The server sends a text message ``{"type": "ready", "model": ..., "max_fps": ...,
-   "max_message_bytes": ...}``.
+   "max_message_bytes": ..., "frame_pixels": ...}``. ``frame_pixels`` is the most pixels a frame
+   is worth to this model with the options connected with: it runs at about that many at the
+   frame's aspect ratio, and its edge stage works from the network's output alone, so a frame
+   shrunk to that many pixels before it is sent gives the same matte for less work on both sides
+   (the page does this, and scales the matte back up). It is null when the full frame counts (an
+   edge stage that reads the frame's own pixels, or a model that stretches the frame).
 3. Send each frame as a binary message: a JPEG, PNG or WebP picture. For every frame it processes,
    the server sends a text message ``{"type": "frame", "index": N, "server_ms": ...,
    "dropped": ...}`` and then the result as a binary message (in the ``format`` option: PNG by
@@ -187,7 +192,8 @@ async def _serve(websocket: WebSocket, state: ServerState) -> None:
         return
     processor = FrameProcessor(state.remover, options, smooth=smooth)
     await websocket.send_text(json.dumps({
-        "type": "ready", "model": state.remover.spec.name, "max_fps": settings.stream_max_fps,
+        "type": "ready", "model": state.remover.spec.name, "frame_pixels": frame_pixels(state.remover.spec, options),
+        "max_fps": settings.stream_max_fps,
         "max_message_bytes": settings.stream_max_message_bytes, "idle_seconds": settings.stream_idle_seconds,
         "format": options.format, "reply": reply, "smooth": smooth}))
     newest = _Newest()
@@ -228,6 +234,17 @@ async def _serve(websocket: WebSocket, state: ServerState) -> None:
     finally:
         receiver.add_done_callback(_receiver_ended)
         receiver.cancel()
+
+
+def frame_pixels(spec, options) -> int | None:
+    """The most pixels a stream frame is worth to ``spec`` with ``options`` (see the ``ready``
+    message): the network's pixel budget when it keeps the frame's aspect and its edge stage is
+    the network's own; None when the frame's own pixels count."""
+    from ..edges import resolve_stage
+
+    if spec.aspect != "keep" or options.alpha_matting or resolve_stage(options.edges, spec) != "network":
+        return None
+    return spec.input_size[0] * spec.input_size[1]
 
 
 def _receiver_ended(task: asyncio.Task) -> None:

@@ -8,7 +8,9 @@
 // The next frame is captured and JPEG-encoded while the current one is processed, timed to be
 // ready shortly before the reply is expected (from the round trips so far), so it goes out the
 // moment the reply comes without having waited long itself; never faster than the server's
-// frame-rate cap.
+// frame-rate cap. A frame goes out no larger than the server says its model can use
+// ("frame_pixels" in its ready message): the matte that comes back is scaled up to the camera's
+// size on a canvas, and the result is composited from the camera's own pixels.
 "use strict";
 
 (() => {
@@ -32,6 +34,8 @@
     late: 0,          // replies that came before the next frame was ready (the server waited on the page)
     started: 0, lastSent: 0, interval: 0, timer: null, drawing: Promise.resolve(), sentOptions: "",
     recorder: null, chunks: [], capture: document.createElement("canvas"), backdrop: null,
+    framePixels: 0,   // the most pixels a frame sent is worth (the server's ready message; 0: any)
+    small: document.createElement("canvas"),  // the frame as sent, when smaller than the camera's
   };
   // figures for people and for tests (tests/test_browser.py and benchmarks/bench_web_camera.py read them)
   window.cleancutCamera = { stats: () => summary(), state };
@@ -55,7 +59,9 @@
   /** What the server applies to the matte: the edge options, and smoothing over time. */
   function serverOptions() {
     const clean = $("#clean").checked ? window.cleancut.CLEAN_FRACTION : "0";
-    return { feather: $("#feather").value, remove_islands: clean, fill_holes: clean,
+    // the feather is in the result's pixels; the server feathers the matte of the frame it gets
+    const feather = String(Number($("#feather").value) * sendScale());
+    return { feather, remove_islands: clean, fill_holes: clean,
              smooth: ui.smooth.checked ? "true" : "false" };
   }
 
@@ -82,6 +88,13 @@
   }
 
   const mode = () => ui.form.querySelector("input[name=mode]:checked").value;
+
+  /** The scale of the frames sent to the camera's: 1, or less when the server's model can use
+   * fewer pixels than the camera gives (the matte comes back at the size sent). */
+  function sendScale() {
+    const pixels = ui.input.videoWidth * ui.input.videoHeight;
+    return state.framePixels && pixels > state.framePixels ? Math.sqrt(state.framePixels / pixels) : 1;
+  }
 
   function showError(message) {
     ui.error.textContent = message;
@@ -123,7 +136,8 @@
     pump();  // schedules the capture of the frame after
   }
 
-  /** Capture the camera's current frame and encode it as JPEG; it becomes state.next. */
+  /** Capture the camera's current frame and encode it as JPEG (at :func:`sendScale` of its size);
+   * it becomes state.next. */
   function capture() {
     const canvas = state.capture;
     const [w, h] = [ui.input.videoWidth, ui.input.videoHeight];
@@ -132,9 +146,17 @@
     const capturedAt = performance.now();
     ctx.drawImage(ui.input, 0, 0);
     const frame = ctx.getImageData(0, 0, w, h);  // what the reply's matte is composited with
+    const k = sendScale();
+    let sent = canvas;
+    if (k < 1) {
+      sent = state.small;
+      const [sw, sh] = [Math.max(1, Math.round(w * k)), Math.max(1, Math.round(h * k))];
+      if (sent.width !== sw || sent.height !== sh) [sent.width, sent.height] = [sw, sh];
+      sent.getContext("2d").drawImage(canvas, 0, 0, sw, sh);
+    }
     state.encoding = true;
     const ws = state.ws;
-    canvas.toBlob((blob) => {
+    sent.toBlob((blob) => {
       if (state.ws !== ws) return;  // a stream stopped (and perhaps another started) meanwhile
       state.encoding = false;
       state.encodeMs = average(state.encodeMs, performance.now() - capturedAt);
@@ -151,6 +173,26 @@
   async function inflate(buffer) {
     const stream = new Blob([buffer]).stream().pipeThrough(new DecompressionStream("deflate"));
     return new Uint8Array(await new Response(stream).arrayBuffer());
+  }
+
+  /** The matte of a frame sent smaller than the camera's (``sw`` x ``sh``), scaled up (bilinear)
+   * to the camera's ``w`` x ``h`` on a canvas. */
+  function upscale(alpha, sw, sh, w, h) {
+    const small = new ImageData(sw, sh);
+    const px = small.data;
+    for (let i = 0, p = 3; i < alpha.length; i++, p += 4) px[p] = alpha[i];
+    const src = new OffscreenCanvas(sw, sh);
+    src.getContext("2d").putImageData(small, 0, 0);
+    if (!state.matteCanvas || state.matteCanvas.width !== w || state.matteCanvas.height !== h) {
+      state.matteCanvas = new OffscreenCanvas(w, h);
+    }
+    const ctx = state.matteCanvas.getContext("2d", { willReadFrequently: true });
+    ctx.clearRect(0, 0, w, h);
+    ctx.drawImage(src, 0, 0, w, h);
+    const big = ctx.getImageData(0, 0, w, h).data;
+    const out = new Uint8Array(w * h);
+    for (let i = 0, p = 3; i < out.length; i++, p += 4) out[i] = big[p];
+    return out;
   }
 
   /** The background of the Blur and Picture results at the frame's size, RGBA. */
@@ -221,6 +263,8 @@
       const msg = JSON.parse(event.data);
       if (msg.type === "ready") {
         state.interval = 1000 / (msg.max_fps || 30) * 1.02;
+        state.framePixels = msg.frame_pixels || 0;
+        optionsChanged();  // the feather is sent at the scale of the frames
         state.started = performance.now();
         pump();
       } else if (msg.type === "frame") {
@@ -247,11 +291,13 @@
     if (state.rtts.length > 600) state.rtts.shift();
     if (state.ages.length > 600) state.ages.shift();
     state.drawing = state.drawing.then(async () => {
-      const alpha = await inflate(event.data);
+      let alpha = await inflate(event.data);
       if (!state.running) return;
-      if (alpha.length !== sent.frame.width * sent.frame.height || meta.width !== sent.frame.width) {
-        throw new Error(`the server's matte is ${meta.width}x${meta.height}, the frame ${sent.frame.width}x${sent.frame.height}`);
+      const { width: w, height: h } = sent.frame;
+      if (alpha.length !== meta.width * meta.height || meta.width > w || meta.height > h) {
+        throw new Error(`the server's matte is ${meta.width}x${meta.height}, the frame ${w}x${h}`);
       }
+      if (meta.width !== w || meta.height !== h) alpha = upscale(alpha, meta.width, meta.height, w, h);
       draw(sent.frame, alpha);
       state.frames += 1;
       if (state.frames % 10 === 0) {
