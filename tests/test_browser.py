@@ -259,10 +259,24 @@ def camera_browser(playwright_driver, tmp_path_factory):
         b.close()
 
 
+def served_mask(url: str, photo: np.ndarray) -> np.ndarray:
+    """What ``POST /api/remove?mode=mask`` at ``url`` answers for ``photo`` (RGB array)."""
+    import httpx
+
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "PNG")
+    answer = httpx.post(url + "/api/remove", params={"mode": "mask"}, content=buf.getvalue(), timeout=30)
+    return np.asarray(Image.open(io.BytesIO(answer.content)))
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 127, b > 127
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
 def test_camera_frames_come_back_cut_out(camera_browser, server_url, tmp_path):
     """The fake camera's frames travel to the server and back; a returned mask matches what
     POST /api/remove gives for the same frame; frames/s and round trips are measured."""
-    import httpx
 
     browser, photo = camera_browser
     page = browser.new_page(viewport={"width": 1280, "height": 900})
@@ -287,13 +301,9 @@ def test_camera_frames_come_back_cut_out(camera_browser, server_url, tmp_path):
         assert errors == []
     finally:
         page.close()
-    buf = io.BytesIO()
-    Image.fromarray(photo).save(buf, "PNG")
-    reference = np.asarray(Image.open(io.BytesIO(httpx.post(server_url + "/api/remove", params={"mode": "mask"},
-                                                            content=buf.getvalue(), timeout=30).content)))
+    reference = served_mask(server_url, photo)
     assert mask.shape == reference.shape == (240, 320)
-    a, b = mask > 127, reference > 127
-    iou = float((a & b).sum() / max(1, (a | b).sum()))
+    iou = mask_iou(mask, reference)
     print(f"\ncamera over WebSocket: {stats['frames']} frames, {stats['fps']:.1f} frames/s, round trip "
           f"p50 {stats['rtt_p50_ms']:.0f} ms / p95 {stats['rtt_p95_ms']:.0f} ms, {stats['dropped']} dropped; "
           f"mask IoU vs /api/remove {iou:.4f}")
@@ -365,7 +375,6 @@ def test_camera_sends_frames_at_the_models_size_and_draws_at_the_cameras(camera_
     /api/remove gives for the full frame."""
     import re
 
-    import httpx
 
     from cleancut.testing import write_tiny_model
 
@@ -396,15 +405,11 @@ def test_camera_sends_frames_at_the_models_size_and_draws_at_the_cameras(camera_
             assert page.errors == [] and page.text_content("#camera-error") == ""
         finally:
             page.close()
-        buf = io.BytesIO()
-        Image.fromarray(photo).save(buf, "PNG")
-        reference = np.asarray(Image.open(io.BytesIO(httpx.post(url + "/api/remove", params={"mode": "mask"},
-                                                                content=buf.getvalue(), timeout=30).content)))
+        reference = served_mask(url, photo)
     mask = np.asarray(Image.open(io.BytesIO(base64.b64decode(returned.split(",", 1)[1]))).convert("L"))
     assert sizes and set(sizes) == {(74, 55)}, sizes  # 320x240 at sqrt(4096 / 76800)
     assert mask.shape == reference.shape == (240, 320)
-    a, b = mask > 127, reference > 127
-    assert float((a & b).sum() / max(1, (a | b).sum())) >= 0.95
+    assert mask_iou(mask, reference) >= 0.95
 
 
 # -- defects a new user hit, and the page's tools ----------------------------------------------------
