@@ -498,6 +498,45 @@ def test_results_being_redone_cannot_be_downloaded_and_are_marked(browser, serve
         page.close()
 
 
+def test_edge_stage_menu_sends_the_stage_and_says_what_it_costs(browser, server_url, tmp_path):
+    """The Edge stage menu (issue 31: a stage that is not on by default is one choice on the page,
+    which says what it costs): "The model's own" names the model's stage, the learned refiner is
+    offered only for a model that has one, and a choice re-runs the photos with ``edges``."""
+    from cleancut.testing import write_tiny_model
+
+    page = open_page(browser, server_url + "/", viewport={"width": 1280, "height": 900})
+    sent: list[bytes] = []
+
+    def record(route):
+        sent.append(route.request.post_data_buffer or b"")
+        route.continue_()
+
+    page.route("**/api/remove*", record)
+    try:
+        page.wait_for_function("document.querySelector('#edges option[value=auto]').textContent.includes('(')")
+        assert page.text_content("#edges option[value=auto]") == "The model's own (network)"
+        assert not page.eval_on_selector("#edges option[value=learned]", "(o) => o.disabled")  # tiny has one
+        assert not page.is_visible("#edges-note")
+        page.set_input_files("#files", str(synthetic_photo(tmp_path / "p.jpg")))
+        wait_done(page, 1)
+        assert b'name="edges"\r\n\r\nauto\r\n' in sent[-1]
+        page.select_option("#edges", "guided")
+        assert page.is_visible("#edges-note") and "1.4-1.5x the time" in page.text_content("#edges-note")
+        wait_done(page, 1)
+        assert len(sent) == 2 and b'name="edges"\r\n\r\nguided\r\n' in sent[-1]
+        assert page.errors == [] and page.failed == []
+    finally:
+        page.close()
+    plain = write_tiny_model(tmp_path / "plain", name="plain", edge_refiner=False)
+    with serving(model=str(plain), workers=1) as url:
+        page = open_page(browser, url + "/", viewport={"width": 1280, "height": 900})
+        try:
+            page.wait_for_function("document.querySelector('#edges option[value=auto]').textContent.includes('(')")
+            assert page.eval_on_selector("#edges option[value=learned]", "(o) => o.disabled && o.hidden")
+        finally:
+            page.close()
+
+
 def test_before_after_slider_and_the_large_view_zoom_and_pan(browser, server_url, tmp_path):
     page = open_page(browser, server_url + "/", viewport={"width": 1280, "height": 900})
     try:
@@ -824,6 +863,9 @@ def test_camera_switches_modes_and_colours_while_streaming(camera_browser, serve
         page.check("#alpha_matting")                   # the camera says what it does not use
         page.wait_for_selector("#camera-ignored:not([hidden])", timeout=TIMEOUT_MS)
         assert "Refine edges" in page.text_content("#camera-ignored")
+        page.select_option("#edges", "guided")
+        page.wait_for_function("document.querySelector('#camera-ignored').textContent.includes('Edge stage')",
+                               timeout=TIMEOUT_MS)
         _more_frames(page)
         state = page.evaluate("({running: window.cleancutCamera.state.running, "
                               "error: document.querySelector('#camera-error').textContent})")

@@ -31,6 +31,8 @@ def test_models_never_list_training_paths(tiny_model, tmp_path):
     assert model["name"] == "tiny" and model["parameters"] == 1234 and model["input_size"] == [32, 32]
     text = json.dumps(body)
     assert "training" not in model and "shared/data" not in text and "runs/" not in text and "file" not in model
+    assert "edge_refiner" not in model and "-edges.onnx" not in text  # its stages are named, not its files
+    assert model["edges"] == "network" and model["edge_stages"] == ["network", "guided", "learned"]
 
 
 def test_favicon_is_served_with_the_page(tiny_model):

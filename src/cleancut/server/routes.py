@@ -58,10 +58,13 @@ _PUBLIC_EXTRA = ("parameters",)  # of a spec's free-form keys, those a client ma
 
 
 def public_spec(spec) -> dict[str, Any]:
-    """The model's description for clients: its fields and its parameter count, never where its
+    """The model's description for clients: its fields, its parameter count and the edge stages it
+    can run (``edge_stages``: the concrete values of the ``edges`` option it takes), never where its
     files are nor its ``training`` record (folders and runs of the machine it was trained on)."""
-    public = {f.name for f in dataclasses.fields(spec)} - {"file", "folder", "extra"}
-    return {k: v for k, v in spec.to_json().items() if k in public or k in _PUBLIC_EXTRA}
+    public = {f.name for f in dataclasses.fields(spec)} - {"file", "folder", "extra", "edge_refiner"}
+    described = {k: v for k, v in spec.to_json().items() if k in public or k in _PUBLIC_EXTRA}
+    described["edge_stages"] = ["network", "guided"] + (["learned"] if spec.edge_refiner is not None else [])
+    return described
 
 
 def safe_stem(filename: str | None) -> str:

@@ -68,6 +68,7 @@
   /** Say which options on the left the camera does not use (it never hides them silently). */
   function showIgnored() {
     const ignored = [];
+    if ($("#edges").value !== "auto") ignored.push("Edge stage (the camera uses the model's own)");
     if ($("#alpha_matting").checked) ignored.push("Refine edges (seconds a frame)");
     if ($("#crop").checked) ignored.push("Crop to the subject (the frame keeps its size)");
     if ($("#format").value !== "png") ignored.push(`Format (frames are drawn, not saved as ${$("#format").value.toUpperCase()})`);
