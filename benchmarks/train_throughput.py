@@ -17,6 +17,7 @@ the loss, backward and the AdamW step. Two data paths, the same photos, model an
     python benchmarks/train_throughput.py                          # configs/v11-duts.yaml, 256 320 416 px
     python benchmarks/train_throughput.py --sizes 320 --steps 10 --pairs 2000
     python benchmarks/train_throughput.py --compute-only --archs cnn unet cutnet --size 256   # no data
+    python benchmarks/train_throughput.py --depthwise --size 320     # bf16 vs float32, each depthwise conv
 
 ``--pairs`` takes a seeded subset of the training pairs (both paths the same) so that phase D's
 start-up decode stays short; the per-photo cost of a step does not depend on it.
@@ -150,6 +151,43 @@ def compare_archs(args) -> None:
         print(f"| {arch} | {params / 1e6:.2f} M | {fp32:.1f} | {bf16:.1f} | {bf16 / fp32:.2f}x |")
 
 
+def depthwise_step_ms(channels: int, side: int, kernel: int, stride: int, batch: int, dtype, steps: int = 5) -> float:
+    """One depthwise convolution forward + backward (input and weight gradients), channels-last."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(channels, channels, kernel, stride, kernel // 2, groups=channels, bias=False)
+    conv = conv.to(memory_format=torch.channels_last).to(dtype)
+    x = torch.randn(batch, channels, side, side).contiguous(memory_format=torch.channels_last).to(dtype)
+    x.requires_grad_()
+    for i in range(2 + steps):
+        if i == 2:
+            t0 = time.perf_counter()
+        y = conv(x)
+        y.backward(torch.ones_like(y))
+    return (time.perf_counter() - t0) / steps * 1000
+
+
+def compare_depthwise(args) -> None:
+    """bf16 against float32 for the depthwise convolutions of EfficientNet-Lite2 at a training
+    size: why ``ConvBN`` runs kernel 5 in float32 under CPU autocast (and kernel 3 in bf16)."""
+    from cleancut.train.archs._encoders import EfficientNetLite
+
+    encoder = EfficientNetLite("efficientnet-lite2")
+    shapes, side = [], args.size // 2  # after the stem
+    for block in encoder.blocks:
+        conv = block.dw.conv
+        shapes.append((conv.in_channels, side, conv.kernel_size[0], conv.stride[0]))
+        side //= conv.stride[0]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, input {args.size} px, batch {args.batch}: "
+          "one depthwise convolution, forward + backward, ms")
+    print("| channels | side | kernel | stride | bf16 | float32 | faster |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
+    for shape in dict.fromkeys(shapes):
+        bf16 = depthwise_step_ms(*shape, args.batch, torch.bfloat16)
+        fp32 = depthwise_step_ms(*shape, args.batch, torch.float32)
+        print(f"| {shape[0]} | {shape[1]} | {shape[2]} | {shape[3]} | {bf16:.1f} | {fp32:.1f} | "
+              f"{'float32' if fp32 < bf16 else 'bf16'} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/v11-duts.yaml", help="training config (data, model, loss)")
@@ -161,9 +199,16 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. data.num_workers=0")
     ap.add_argument("--compute-only", action="store_true", help="random batches, no data: per architecture, fp32 vs bf16")
     ap.add_argument("--archs", nargs="+", default=["cnn", "unet", "cutnet"])
-    ap.add_argument("--size", type=int, default=256, help="input size of --compute-only")
+    ap.add_argument("--size", type=int, default=256, help="input size of --compute-only and --depthwise")
+    ap.add_argument("--depthwise", action="store_true",
+                    help="bf16 vs float32 for each depthwise convolution of EfficientNet-Lite2 at --size")
     args = ap.parse_args()
-    compare_archs(args) if args.compute_only else compare_loaders(args)
+    if args.depthwise:
+        compare_depthwise(args)
+    elif args.compute_only:
+        compare_archs(args)
+    else:
+        compare_loaders(args)
 
 
 if __name__ == "__main__":

@@ -181,3 +181,33 @@ def test_fp16_weights_halve_the_file_and_keep_the_output(tmp_path):
     a = Session(get_model(tmp_path / "fp32.onnx")).predict([photo])[0]
     b = Session(get_model(tmp_path / "fp16.onnx")).predict([photo])[0]
     assert np.abs(a - b).max() < 5e-3
+
+
+def test_kernel_5_depthwise_runs_in_float32_under_cpu_bf16_autocast():
+    """Under CPU bf16 autocast a depthwise ConvBN of kernel 5 convolves in float32 (oneDNN's bf16
+    path is the slow one there) and hands bf16 on; 3x3 and dense convolutions stay bf16. The state dict
+    and the float32 function are unchanged."""
+    import torch
+
+    from cleancut.train.archs._encoders import ConvBN
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 24, 16, 16)
+    for k, stride, groups, fp32 in ((5, 1, 24, True), (5, 2, 24, True), (3, 2, 24, False), (3, 1, 24, False), (5, 1, 1, False)):
+        layer = ConvBN(24, 24, k, stride, groups=groups).eval()
+        assert layer.fp32_under_cpu_autocast is fp32
+        assert set(layer.state_dict()) == {"conv.weight", "bn.weight", "bn.bias", "bn.running_mean",
+                                           "bn.running_var", "bn.num_batches_tracked"}
+        with torch.no_grad():
+            exact = layer(x)  # no autocast: float32 throughout
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                mixed = layer(x)
+            padded = torch.nn.functional.pad(x, layer.pad)
+            conv_bf16 = torch.nn.functional.conv2d(padded.bfloat16(), layer.conv.weight.bfloat16(), stride=stride,
+                                                   padding=layer.conv.padding, groups=groups)
+            conv_fp32 = layer.conv(padded)
+        assert exact.dtype == torch.float32 and mixed.dtype == torch.bfloat16
+        # what the layer convolved in: float32 (then rounded once to bf16) or bf16 arithmetic
+        reference = layer.act(layer.bn(conv_fp32.bfloat16())) if fp32 else layer.act(layer.bn(conv_bf16))
+        assert torch.equal(mixed, reference)
+        assert torch.allclose(mixed.float(), exact, atol=0.05, rtol=0.02)
