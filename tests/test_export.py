@@ -421,3 +421,75 @@ def test_network_size_keeps_the_aspect_at_about_the_same_pixels(size, expected):
     if min(size) * 100 > max(size):  # an ordinary photo: the aspect within one rounding step
         assert abs(w / h - size[0] / size[1]) <= (size[0] / size[1]) * 32 / min(h, w)
     assert network_size(dataclasses.replace(spec, aspect="stretch"), size) == (416, 416)
+
+
+def _qdq_pad_graph():
+    """x -> Q -> DQ -> Pad(0) -> Q -> DQ -> Conv, and a Shape of the first DQ's output (what
+    ``upsample_like`` exports): the data movement an int8 QDQ export leaves in float."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    scale, zero = np.float32(0.02), np.uint8(128)
+    inits = [numpy_helper.from_array(np.array(scale), "s"), numpy_helper.from_array(np.array(zero), "z"),
+             numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 2, 2], np.int64), "pads"),
+             numpy_helper.from_array(np.random.default_rng(0).standard_normal((2, 3, 3, 3)).astype(np.float32), "w")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xf"]),
+             helper.make_node("Shape", ["xf"], ["shape"]),
+             helper.make_node("Pad", ["xf", "pads"], ["padded"], name="pad", mode="constant"),
+             helper.make_node("QuantizeLinear", ["padded", "s", "z"], ["pq"]),
+             helper.make_node("DequantizeLinear", ["pq", "s", "z"], ["pf"]),
+             helper.make_node("Conv", ["pf", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("shape", TensorProto.INT64, [4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def test_fold_qdq_moves_pads_8_bit_levels_and_measures_shapes_without_dequantising():
+    import onnxruntime as ort
+
+    from cleancut.train.quantize import fold_qdq_moves
+
+    model = _qdq_pad_graph()
+    x = np.random.default_rng(1).uniform(-2, 2, (1, 3, 6, 5)).astype(np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    before = run(model)
+    assert fold_qdq_moves(model) == 2  # the Shape and the Pad
+    kinds = [n.op_type for n in model.graph.node]
+    assert kinds.count("DequantizeLinear") == 1 and kinds.count("QuantizeLinear") == 1  # only the Conv's
+    pad = next(n for n in model.graph.node if n.op_type == "Pad")
+    shape = next(n for n in model.graph.node if n.op_type == "Shape")
+    assert pad.input[0] == "xq" and shape.input[0] == "xq"
+    after = run(model)
+    assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+
+
+def test_int8_litefpn_with_a_detail_branch_keeps_no_float_detour_for_pads_and_shapes(tmp_path):
+    import onnx
+
+    from cleancut.train.quantize import make_variants
+
+    cfg = load_config(None, ["model.arch=litefpn", "data.size=64", "model.kwargs={decoder: 8, detail: 8}"])
+    torch.manual_seed(0)
+    model = archs.build("litefpn", **cfg.model.kwargs)
+    path = tmp_path / "detail.pt"
+    atomic_save({"config": cfg.to_dict(), "model": model.state_dict(), "epoch": 1, "history": []}, path)
+    export_onnx(path, tmp_path / "detail.onnx", keep_aspect=True, input_format="uint8_nhwc")
+    spec = get_model(tmp_path / "detail.onnx")
+    calib = datasets.select([make_shapes_dataset(tmp_path / "d", n=4, size=64)], ["all"])["all"]
+    variant = make_variants(spec, calib, tmp_path / "q", reduce_range=True, only=("int8-static-u8",),
+                            network_only=True)["int8-static-u8"]
+    graph = onnx.load(str(variant.path)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    pads = [n for n in graph.node if n.op_type == "Pad"]
+    shapes = [n for n in graph.node if n.op_type == "Shape" and n.input[0] in producer]
+    assert pads and shapes  # the stride-2 convolutions' padding; upsample_like's sizes
+    assert all(producer[n.input[0]].op_type != "DequantizeLinear" for n in pads + shapes)
+    x = (np.random.default_rng(3).random((1, 64, 96, 3)) * 255).astype(np.uint8)
+    assert OnnxModel(variant).predict_batch(x).shape == (1, 64, 96)

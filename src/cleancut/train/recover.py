@@ -71,7 +71,9 @@ def is_quantized(graph) -> bool:
 def dequantized(model):
     """A copy of an ONNX model with its QDQ quantisation undone: each ``DequantizeLinear`` of a
     stored tensor becomes that tensor in float32, and each activation ``QuantizeLinear`` ->
-    ``DequantizeLinear`` pair is bypassed. A float model comes back unchanged."""
+    ``DequantizeLinear`` pair is bypassed, as is the quantisation around data movement run on
+    8-bit levels (a padding with the zero point pads with 0 again). A float model comes back
+    unchanged."""
     import onnx
     from onnx import numpy_helper
 
@@ -111,11 +113,21 @@ def dequantized(model):
         elif source in quantizers:  # an activation's fake quantisation
             rename[node.output[0]] = quantizers[source].input[0]
             drop.append(node)
+        else:  # the 8-bit output of data movement run on levels (quantize.fold_qdq_moves)
+            rename[node.output[0]] = source
+            drop.append(node)
     for node in drop:
         graph.node.remove(node)
+    for name, quantizer in quantizers.items():  # what read 8-bit levels reads the float tensor
+        rename.setdefault(name, quantizer.input[0])
     for node in list(graph.node):
         if node.op_type == "QuantizeLinear":
             graph.node.remove(node)
+        elif node.op_type == "Pad" and len(node.input) > 2 and node.input[2] in inits and \
+                inits[node.input[2]].data_type in (onnx.TensorProto.UINT8, onnx.TensorProto.INT8):
+            zero = f"{node.name}_float_zero"  # it padded with the zero point: in float, with 0
+            graph.initializer.append(numpy_helper.from_array(np.zeros((), np.float32), zero))
+            node.input[2] = zero
     _restore_activations(graph)
     for node in graph.node:
         for i, name in enumerate(node.input):
