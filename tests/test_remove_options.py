@@ -67,6 +67,8 @@ def test_auto_mode_follows_the_background():
     ({"crop_margin": 2.5}, "expected an integer >= 0, got 2.5"),
     ({"crop_margin": -1}, "expected an integer >= 0"),
     ({"quality": 0}, "expected an integer between 1 and 100"),
+    ({"quality": "9" * 5000}, "expected an integer between 1 and 100"),  # over int()'s 4,300 digits
+    ({"bg_color": "1,2," + "3" * 5000}, "values 0-255"),
     ({"crop": "maybe"}, "expected true or false, got 'maybe'"),
     ({"feather": float("nan")}, "feather"),
     ({"bg_color": "not-a-colour"}, r"'bg_color' \(--bg-color\): expected a colour name"),

@@ -377,7 +377,10 @@ def _convert_number(info: OptionInfo, value: Any) -> int | float:
     if info.kind == "int" and isinstance(value, int):
         number = value  # exact, however large (the bounds decide)
     elif info.kind == "int" and isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        number = int(value.strip())  # exact too: through float, 33333333333333333330 came back changed
+        try:
+            number = int(value.strip())  # exact too: through float, 33333333333333333330 came back changed
+        except ValueError:  # over Python's 4,300 digits for int(str): beyond every bound anyway
+            raise _invalid(info, expected, value) from None
     else:
         try:
             number = float(value.strip()) if isinstance(value, str) else float(value)
