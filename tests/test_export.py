@@ -450,6 +450,7 @@ def _qdq_pad_graph():
 
 def test_fold_qdq_moves_pads_8_bit_levels_and_measures_shapes_without_dequantising():
     import onnxruntime as ort
+    from onnx.numpy_helper import to_array as onnx_array
 
     from cleancut.train.quantize import fold_qdq_moves
 
@@ -468,6 +469,16 @@ def test_fold_qdq_moves_pads_8_bit_levels_and_measures_shapes_without_dequantisi
     assert pad.input[0] == "xq" and shape.input[0] == "xq"
     after = run(model)
     assert np.array_equal(before[0], after[0]) and np.array_equal(before[1], after[1])
+
+    # weight recovery reads the folded graph as float again: the padding pads with 0
+    from cleancut.train.recover import dequantized
+
+    plain = dequantized(model)
+    assert {n.op_type for n in plain.graph.node} == {"Shape", "Pad", "Conv"}
+    w = next(t for t in plain.graph.initializer if t.name == "w")
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 2), (1, 2)))
+    expected = torch.nn.functional.conv2d(torch.from_numpy(padded), torch.from_numpy(onnx_array(w))).numpy()
+    assert np.allclose(run(plain)[0], expected, atol=1e-5)
 
 
 def test_int8_litefpn_with_a_detail_branch_keeps_no_float_detour_for_pads_and_shapes(tmp_path):

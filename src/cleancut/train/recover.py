@@ -88,6 +88,7 @@ def dequantized(model):
     rename: dict[str, str] = {}  # a tensor name -> the name that now carries its value
     drop = []
     quantizers = {n.output[0]: n for n in graph.node if n.op_type == "QuantizeLinear"}
+    producers = {o: n for n in graph.node for o in n.output}
     for node in graph.node:
         if node.op_type != "DequantizeLinear":
             continue
@@ -113,8 +114,8 @@ def dequantized(model):
         elif source in quantizers:  # an activation's fake quantisation
             rename[node.output[0]] = quantizers[source].input[0]
             drop.append(node)
-        else:  # the 8-bit output of data movement run on levels (quantize.fold_qdq_moves)
-            rename[node.output[0]] = source
+        elif getattr(producers.get(source), "op_type", None) == "Pad":  # padded on 8-bit levels
+            rename[node.output[0]] = source  # (quantize.fold_qdq_moves): the padding is float again
             drop.append(node)
     for node in drop:
         graph.node.remove(node)
