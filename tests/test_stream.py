@@ -251,3 +251,12 @@ def test_ready_says_how_many_pixels_a_frame_is_worth(tmp_path):
     assert _iou(masks[0], big) >= 0.95
     with make_client(stretch) as c, c.websocket_connect("/api/stream") as ws:
         assert ws.receive_json()["frame_pixels"] is None
+    plain = write_tiny_model(tmp_path / "plain", name="tiny-plain", edge_refiner=False)
+    with make_client(plain) as c:  # a learned stage the model does not have: refused with its reason
+        refused = close_of(c, "/api/stream?edges=learned")
+        assert refused.code == 1008 and "no learned edge stage" in refused.reason
+        with c.websocket_connect("/api/stream") as ws:
+            ws.receive_json()
+            ws.send_text(json.dumps({"options": {"edges": "learned"}}))
+            after = closed(ws)
+        assert after.code == 1008 and "no learned edge stage" in after.reason

@@ -61,6 +61,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from .. import io as cio
+from ..edges import resolve_stage
 from ..errors import CleancutError
 from ..live.session import FrameProcessor
 from ..options import options_from_mapping
@@ -140,6 +141,7 @@ def _options(state: ServerState, values: dict[str, Any], base=None):
         check_names([k for k in values if k != "api_key"], "stream option", extra=("reply", "smooth"))
         values = {k: v for k, v in values.items() if k not in _STREAM_PARAMS}
         options = options_from_mapping(values, base=base or state.base)
+        resolve_stage(options.edges, state.remover.spec)  # a learned stage the model lacks, refused here
     except CleancutError as exc:
         raise _Closed(WS_POLICY, api_text(str(exc))) from None
     if options.crop:
@@ -240,8 +242,6 @@ def frame_pixels(spec, options) -> int | None:
     """The most pixels a stream frame is worth to ``spec`` with ``options`` (see the ``ready``
     message): the network's pixel budget when it keeps the frame's aspect and its edge stage is
     the network's own; None when the frame's own pixels count."""
-    from ..edges import resolve_stage
-
     if spec.aspect != "keep" or options.alpha_matting or resolve_stage(options.edges, spec) != "network":
         return None
     return spec.input_size[0] * spec.input_size[1]
