@@ -141,16 +141,19 @@ def resolve_stage(stage: str, spec) -> str:
 
 
 def finish_edges(prob: np.ndarray, photo: Image.Image, spec, stage: str, refiner: "EdgeRefiner | None" = None,
-                 reduced: np.ndarray | None = None) -> np.ndarray:
+                 network_input: np.ndarray | None = None) -> np.ndarray:
     """The network's probability ``prob`` (at its own size) as the alpha of ``photo`` (float32, at
     its size), through the edge stage ``stage`` (concrete: see :func:`resolve_stage`); the runtime
     and ``cleancut evaluate`` both call this, so they score what a user gets. ``refiner``: the
-    model's loaded :class:`EdgeRefiner` (loaded here when not given); ``reduced``: the photo
-    already shrunk (the network's uint8 input), which the guided stage fits on instead of the photo."""
+    model's loaded :class:`EdgeRefiner` (loaded here when not given); ``network_input``: what the
+    network was given for this photo; a uint8 RGB input is the photo already shrunk, which the
+    guided stage fits on instead of the photo."""
     from .preprocess import finish_alpha
 
     if stage == "learned":
         return (refiner or EdgeRefiner(spec.edge_refiner)).refine(prob, photo)
     if stage == "guided":
-        return finish_alpha(prob, photo.size, spec.alpha_temperature, guide=photo, reduced=reduced)
+        shrunk = network_input is not None and spec.input_format == "uint8_nhwc" and spec.channels == 3
+        return finish_alpha(prob, photo.size, spec.alpha_temperature, guide=photo,
+                            reduced=network_input if shrunk else None)
     return finish_alpha(prob, photo.size, spec.alpha_temperature)

@@ -74,16 +74,15 @@ def evaluate(model: BatchModel, pairs: list[Pair], batch_size: int = 8, progress
 
         batches = tqdm(batches, total=None if model.spec.aspect == "keep" else (len(pairs) + batch_size - 1) // batch_size,
                        desc="evaluate", unit="batch")
-    uint8_rgb = model.spec.input_format == "uint8_nhwc" and model.spec.channels == 3
     for x, gts in batches:
         probs = model.predict_batch(x)
-        for prob, gt, reduced in zip(probs, gts, x if uint8_rgb else [None] * len(gts)):
+        for prob, gt, given in zip(probs, gts, x):
             pair = next(photos)
             size = (gt.shape[1], gt.shape[0])
             if stage == "network":  # no photo needed
                 metrics.add(finish_alpha(prob, size, model.spec.alpha_temperature), gt)
-            else:  # as the runtime does it (the network's uint8 input is the photo shrunk)
-                metrics.add(finish_edges(prob, _photo(pair, size), model.spec, stage, refiner, reduced=reduced), gt)
+            else:  # as the runtime does it
+                metrics.add(finish_edges(prob, _photo(pair, size), model.spec, stage, refiner, network_input=given), gt)
     return metrics
 
 

@@ -112,10 +112,8 @@ class Session:
                 chunk = indices[start:start + self.batch_size]
                 inputs = np.stack([to_input(images[i], self.spec) for i in chunk])
                 out = self.run_batch(inputs)
-                # a uint8 RGB input is the photo shrunk: the guided stage fits on it, not on the photo
-                reduced = inputs if self.spec.input_format == "uint8_nhwc" and self.spec.channels == 3 else [None] * len(chunk)
-                for i, alpha, small in zip(chunk, out, reduced):
-                    results[i] = finish_edges(alpha, images[i], self.spec, stage, refiner, reduced=small)
+                for i, alpha, given in zip(chunk, out, inputs):
+                    results[i] = finish_edges(alpha, images[i], self.spec, stage, refiner, network_input=given)
         return results
 
     def edge_refiner(self) -> EdgeRefiner:
