@@ -334,7 +334,6 @@ def test_server_errors_show_no_traceback_and_no_server_path(lenient_client, tiny
 
 
 def test_client_errors_show_no_server_path(client):
-    state = client.app.state.cleancut
     bad_bg = png()[:60]
     photo = png()
     responses = [

@@ -14,7 +14,6 @@ adaptive pooling at any such size (256 is the default).
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from . import register
