@@ -300,6 +300,29 @@ def test_an_interrupted_finetune_leaves_nothing_half_written(where, tiny_base, p
     assert list((tmp_path / "tmp").iterdir()) == []  # the run folder is gone too
 
 
+def test_a_sigterm_that_a_library_turns_into_its_own_error_still_reads_as_the_interrupt():
+    """The signal can land inside the ONNX exporter or a torch writer, which re-raise the interrupt
+    as an error of their own: after a SIGTERM, that error is the interrupt (exit 130), not a failure."""
+    import signal
+    import time
+
+    from cleancut.cli.finetune import _terminate_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        with _terminate_as_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises here
+            except KeyboardInterrupt as exc:
+                raise RuntimeError("export failed") from exc
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    with pytest.raises(RuntimeError, match="a real failure"):  # without a SIGTERM an error stays itself
+        with _terminate_as_interrupt():
+            raise RuntimeError("a real failure")
+    assert signal.getsignal(signal.SIGTERM) == before  # the previous handler is back
+
+
 def test_a_terminated_finetune_process_cleans_up(tiny_base, photos, tmp_path):
     """SIGTERM (what a service manager or `kill` sends) mid-training: exit 130, no model, no run folder."""
     import signal
@@ -318,7 +341,7 @@ def test_a_terminated_finetune_process_cleans_up(tiny_base, photos, tmp_path):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, (proc.returncode, err[-3000:])
     assert not (tmp_path / "models").exists() or list((tmp_path / "models").iterdir()) == []
     assert list((tmp_path / "tmp").glob("cleancut-*")) == []  # the run folder is gone
 

@@ -55,7 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 @contextlib.contextmanager
 def _terminate_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt, so the run cleans up as after Ctrl-C. The signal can land
+    inside a library that turns the interrupt into an error of its own (the ONNX exporter, ONNX
+    Runtime, torch's file writers): whatever fails after a SIGTERM is reported as the interrupt."""
+    terminated = False
+
     def interrupt(signum, frame):
+        nonlocal terminated
+        terminated = True
         raise KeyboardInterrupt
 
     try:
@@ -65,6 +72,10 @@ def _terminate_as_interrupt():
         installed = False
     try:
         yield
+    except Exception as exc:
+        if terminated:
+            raise KeyboardInterrupt from exc
+        raise
     finally:
         if installed:
             signal.signal(signal.SIGTERM, previous)
