@@ -47,3 +47,22 @@ def test_ship_model_refuses_bad_candidates_without_writing(tmp_path, tiny_model,
     assert ship.main([str(tmp_path / "missing.onnx"), "--data", str(data), "--models-dir", str(models)]) == 2
     assert "expected an exported .onnx file" in capsys.readouterr().err
     assert list(models.iterdir()) == []
+
+
+def test_run_table_prints_one_row_per_epoch_with_photos_seen_and_blank_unvalidated_figures(tmp_path, tool, capsys):
+    """tools/run_table.py: the MODEL_CARD ledger's rows from a run's log.csv and config.yaml."""
+    run_table = tool("run_table")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("train:\n  steps_per_epoch: 300\n  batch_size: 16\n")
+    head = "epoch,size,img_per_s,epoch_s,elapsed_min,val/maxF,val/wF,val/BIoU@0.5%\n"
+    (run / "log.csv").write_text(head + "1,256,7.5,600,10,,,\n2,320,5.25,900,25.5,0.9651,0.9411,0.223\n")
+    assert run_table.main([str(run)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| epoch | size | photos/s") and "val maxF / wF / BIoU@0.5%" in lines[0]
+    assert lines[2] == "| 1 | 256 | 7.5 | 10.0 | 4,800 | 0.17 |  |"
+    assert lines[3] == "| 2 | 320 | 5.2 | 15.0 | 9,600 | 0.42 | 0.9651 / 0.9411 / 0.2230 |"
+    assert run_table.main([str(run), "--from", "2"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 3
+    assert run_table.main([str(tmp_path / "missing")]) == 2
+    assert "no log.csv" in capsys.readouterr().err
