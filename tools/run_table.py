@@ -5,7 +5,8 @@
 
 One row per epoch of ``<run>/log.csv``: training size, photos/s, minutes, and maxF / wF / Boundary
 IoU@0.5 % of each validation split (blank where the epoch was not validated), with the photos seen
-so far (epochs x steps x batch from the run's config.yaml) and the run's elapsed hours.
+so far (epochs x steps x batch from the run's config.yaml) and the hours since the start of the leg
+that ran the epoch (the log's elapsed_min: it starts again at 0 on each ``--resume``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def table(run: Path, first: int = 1) -> str:
     rows = list(csv.DictReader((run / "log.csv").open()))
     splits = [c[: -len("/maxF")] for c in rows[0] if c.endswith("/maxF")] if rows else []
     per_epoch = _photos_per_epoch(run)
-    head = ["epoch", "size", "photos/s", "min", "photos seen", "hours"] + [
+    head = ["epoch", "size", "photos/s", "min", "photos seen", "leg hours"] + [
         f"{s} {' / '.join(FIGURES)}" for s in splits]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
